@@ -1,0 +1,1 @@
+//! crumb-proxy (skeleton, being written)
