@@ -1,1 +1,59 @@
-//! crumb-proxy (skeleton, being written)
+//! crumb-proxy: a local HTTP proxy that lets any tool drive a Jenkins
+//! controller without knowing Jenkins authentication.
+//!
+//! It accepts plain, unauthenticated HTTP on a loopback address, adds the
+//! configured Jenkins credentials (HTTP Basic) to every request and, for
+//! POSTs, a CSRF crumb together with the session cookie Jenkins bound it to.
+//! When Jenkins answers 403 "No valid crumb was included in the request" it
+//! fetches a fresh crumb and sends the request once more. Everything else
+//! streams through untouched.
+//!
+//! # Layout
+//!
+//! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]).
+//! - `credentials`: `Secret` and the precomputed `Authorization` value.
+//! - `crumb`: fetching, caching and invalidating crumbs with their session.
+//! - `headers`: hop-by-hop removal, client credential removal, `Location`.
+//! - `upstream`: the pooled client to Jenkins and its timeouts.
+//! - `proxy`: the request pipeline below.
+//! - `error`: the one error type and its responses.
+//! - `server`: sockets, connections, graceful shutdown ([`App`], [`serve`]).
+//! - `telemetry`: the tracing subscriber.
+//!
+//! # Life of a request
+//!
+//! 1. `server` accepts a TCP connection and serves HTTP/1.1 on it with a
+//!    header-read timeout; each request goes to `proxy::Proxy`.
+//! 2. `proxy` refuses CONNECT and non-path targets, maps the path and query
+//!    beneath the upstream's context path, strips hop-by-hop headers (RFC
+//!    9110 §7.6.1) and the client's `Authorization`, `Cookie` and crumb
+//!    headers, sets Jenkins' `Host` and the proxy's `Authorization`.
+//! 3. A POST (when crumbs are on) keeps its body if its declared length is
+//!    within the replay cap, takes the cached crumb or fetches one (one fetch
+//!    at a time, shared by all waiting requests), and goes out with the crumb
+//!    header and its session cookie. Other requests stream straight out.
+//! 4. If Jenkins answers a crumb-carrying POST with 403 and the crumb
+//!    rejection text, the crumb is dropped, a fresh one fetched and the kept
+//!    body sent once more; a streamed body cannot be, and the 403 goes back
+//!    with `X-Crumb-Proxy-Error: crumb-rejected-not-replayable`.
+//! 5. The response loses hop-by-hop headers and `Set-Cookie`; a `Location`
+//!    into Jenkins is rewritten to the proxy; the body streams back as it
+//!    arrives. Failures of the proxy itself become a response in `error`.
+//! 6. One log line records method, path (never the query), status,
+//!    duration and what happened about the crumb.
+
+mod body;
+mod config;
+mod credentials;
+mod crumb;
+mod error;
+mod headers;
+mod proxy;
+mod server;
+mod telemetry;
+mod upstream;
+
+pub use config::{Config, ConfigError, Overrides};
+pub use server::{serve, shutdown_signal, App, ServeError};
+pub use telemetry::init as init_telemetry;
+pub use upstream::UpstreamInitError;

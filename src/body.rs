@@ -1,0 +1,183 @@
+//! Body types and the few helpers that touch bodies.
+//!
+//! Bodies stream end to end as [`ProxyBody`]; the proxy reads a body into
+//! memory only in three bounded places, all here: a request body of known
+//! size up to the replay cap (so it can be re-sent once after a crumb
+//! rejection), the first bytes of a 403 response (to tell a crumb
+//! rejection from a permission error), and the crumb issuer's small JSON.
+//! [`Prefixed`] puts bytes already read back in front of the rest of a
+//! stream, so a peeked response is still forwarded whole.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+
+/// Any error a streamed body can yield.
+pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The body type of every request and response the proxy produces.
+pub(crate) type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
+
+pub(crate) fn empty() -> ProxyBody {
+    Empty::new().map_err(|never| match never {}).boxed_unsync()
+}
+
+pub(crate) fn full(bytes: impl Into<Bytes>) -> ProxyBody {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed_unsync()
+}
+
+/// Wraps a streamed body (an `Incoming` from either side) unchanged.
+pub(crate) fn stream<B>(body: B) -> ProxyBody
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    body.map_err(Into::into).boxed_unsync()
+}
+
+/// Reads `body` to the end if it ends within `cap` bytes.
+///
+/// Returns `Ok(Ok(bytes))` for a complete body, or `Ok(Err(prefixed))` with
+/// the frames read so far put back in front of the rest when the body is
+/// longer than `cap`. Used to peek at a 403 and to buffer replayable bodies.
+pub(crate) async fn read_up_to<B>(
+    mut body: B,
+    cap: usize,
+) -> Result<Result<Bytes, Prefixed<B>>, B::Error>
+where
+    B: Body<Data = Bytes> + Unpin,
+{
+    let mut frames = VecDeque::new();
+    let mut seen = 0usize;
+    loop {
+        if seen > cap {
+            return Ok(Err(Prefixed::new(frames, body)));
+        }
+        match body.frame().await {
+            None => break,
+            Some(frame) => {
+                let frame = frame?;
+                if let Some(data) = frame.data_ref() {
+                    seen += data.len();
+                }
+                frames.push_back(frame);
+            }
+        }
+    }
+    if frames.iter().any(|f| f.is_trailers()) {
+        // Trailers cannot be kept in a flat buffer; hand the frames back.
+        return Ok(Err(Prefixed::new(frames, body)));
+    }
+    let mut out = BytesMut::with_capacity(seen);
+    for frame in frames {
+        if let Ok(data) = frame.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(Ok(out.freeze()))
+}
+
+pin_project_lite::pin_project! {
+    /// Frames already read from `inner`, replayed before the rest of it.
+    #[derive(Debug)]
+    pub(crate) struct Prefixed<B> {
+        frames: VecDeque<Frame<Bytes>>,
+        prefix_len: u64,
+        #[pin]
+        inner: B,
+    }
+}
+
+impl<B> Prefixed<B> {
+    fn new(frames: VecDeque<Frame<Bytes>>, inner: B) -> Self {
+        let prefix_len = frames
+            .iter()
+            .filter_map(|f| f.data_ref().map(|d| d.len() as u64))
+            .sum();
+        Self {
+            frames,
+            prefix_len,
+            inner,
+        }
+    }
+}
+
+impl<B> Body for Prefixed<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        if let Some(frame) = this.frames.pop_front() {
+            if let Some(data) = frame.data_ref() {
+                *this.prefix_len -= data.len() as u64;
+            }
+            return Poll::Ready(Some(Ok(frame)));
+        }
+        this.inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.frames.is_empty() && self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        let inner = self.inner.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(inner.lower() + self.prefix_len);
+        if let Some(upper) = inner.upper() {
+            hint.set_upper(upper + self.prefix_len);
+        }
+        hint
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    /// A body that yields the given chunks, one frame each.
+    #[derive(Debug)]
+    struct Chunks(VecDeque<Bytes>);
+
+    impl Body for Chunks {
+        type Data = Bytes;
+        type Error = BoxError;
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+    }
+
+    fn chunks(parts: &[&'static str]) -> Chunks {
+        Chunks(parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
+    }
+
+    #[tokio::test]
+    async fn short_body_is_read_whole() {
+        let got = read_up_to(chunks(&["ab", "cd"]), 4).await.unwrap();
+        assert_eq!(got.unwrap(), "abcd");
+    }
+
+    #[tokio::test]
+    async fn long_body_comes_back_whole_and_in_order() {
+        let got = read_up_to(chunks(&["ab", "cd", "ef", "gh"]), 3).await.unwrap();
+        let prefixed = got.unwrap_err();
+        let all = prefixed.collect().await.unwrap().to_bytes();
+        assert_eq!(all, "abcdefgh");
+    }
+}

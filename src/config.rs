@@ -1,0 +1,702 @@
+//! Configuration: the file format, defaults, overrides and validation.
+//!
+//! Parsing happens in two stages (ripgrep's low/high args, rpxy's
+//! `TryInto<ProxyConfig>`): the TOML text goes into private `Raw*` structs that
+//! reject unknown keys, command-line and environment overrides are laid over
+//! them, and [`Config::from_raw`] turns the result into typed values (socket
+//! address, upstream base URL, loaded secret, durations). Every error names
+//! the key, the value and what to do. Nothing here touches the network or
+//! logs a value; the caller binds sockets only after this succeeds.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use std::{fmt, fs, io};
+
+use serde::Deserialize;
+
+use crate::credentials::{Credentials, Secret, SecretKind};
+use crate::upstream::BaseUrl;
+
+/// Where the proxy listens when nothing else is configured: loopback only.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:8181";
+/// How long to wait for a TCP connection to Jenkins.
+pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
+/// How long to wait for Jenkins' response headers once the request is sent.
+/// Bodies (console logs, artifacts) may stream for longer.
+pub(crate) const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 60_000;
+/// How long an idle pooled connection to Jenkins is kept.
+pub(crate) const DEFAULT_POOL_IDLE_SECS: u64 = 60;
+/// A crumb whose session has been idle this long is refreshed before use.
+/// Jenkins' (Jetty's) default session timeout is 30 minutes; 25 leaves a
+/// margin for clock skew and for the time a large body takes to arrive.
+pub(crate) const DEFAULT_CRUMB_MAX_IDLE_SECS: u64 = 1_500;
+/// Request bodies up to this size are kept so the request can be replayed
+/// once after a crumb rejection.
+pub(crate) const DEFAULT_REPLAY_BODY_MAX_BYTES: u64 = 1024 * 1024;
+
+/// A validated configuration. Build it with [`Config::load`] or
+/// [`Config::from_toml_str`].
+#[derive(Debug)]
+pub struct Config {
+    pub(crate) listen: ListenConfig,
+    pub(crate) upstream: UpstreamConfig,
+    pub(crate) credentials: Credentials,
+    pub(crate) crumb: CrumbConfig,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ListenConfig {
+    pub(crate) addr: SocketAddr,
+}
+
+/// `[upstream]`.
+#[derive(Debug, Clone)]
+pub(crate) struct UpstreamConfig {
+    pub(crate) base: BaseUrl,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) response_timeout: Duration,
+    pub(crate) pool_idle_timeout: Duration,
+}
+
+/// `[crumb]`.
+#[derive(Debug, Clone)]
+pub(crate) struct CrumbConfig {
+    pub(crate) mode: CrumbMode,
+    pub(crate) max_idle: Duration,
+    pub(crate) replay_body_max_bytes: u64,
+}
+
+/// `crumb.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CrumbMode {
+    /// Crumbs on POST with a password; none with an API token.
+    Auto,
+    Always,
+    Never,
+}
+
+/// Values from the command line or `CRUMB_PROXY_*` environment variables.
+/// Each one, when set, replaces the file's value (flags win over
+/// environment variables; clap settles that before this is built).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub allow_remote: Option<bool>,
+    pub upstream: Option<String>,
+    pub user: Option<String>,
+    pub password_file: Option<PathBuf>,
+    pub password_env: Option<String>,
+    pub api_token_file: Option<PathBuf>,
+    pub api_token_env: Option<String>,
+    pub crumb_mode: Option<String>,
+}
+
+/// Why a configuration was refused. Each message names the key, the value
+/// and the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path}: {message}")]
+    Parse { path: String, message: String },
+    #[error("`{key}` is missing: {fix}")]
+    Missing { key: &'static str, fix: &'static str },
+    #[error("`{key}` = {value:?}: {problem}")]
+    Invalid {
+        key: &'static str,
+        value: String,
+        problem: String,
+    },
+    #[error(
+        "`credentials.{key}` is not allowed: secrets never go inline in the config file \
+         (configs get committed); put it in a file and set `credentials.{key}_file`, \
+         or in an environment variable and set `credentials.{key}_env`"
+    )]
+    InlineSecret { key: &'static str },
+    #[error(
+        "`credentials` sets {first} and {second}: set exactly one of password_file, \
+         password_env, api_token_file, api_token_env"
+    )]
+    TwoSecrets {
+        first: &'static str,
+        second: &'static str,
+    },
+    #[error("`credentials.{key}` = {path:?}: cannot read the secret file: {source}; create it or fix the path")]
+    SecretFile {
+        key: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("`credentials.{key}` = {name:?}: {problem}")]
+    SecretEnv {
+        key: &'static str,
+        name: String,
+        problem: &'static str,
+    },
+    #[error("`credentials.{key}`: the secret is empty; put the {what} in it")]
+    EmptySecret {
+        key: &'static str,
+        what: &'static str,
+    },
+}
+
+// === raw, file-shaped structs ===
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default)]
+    listen: RawListen,
+    #[serde(default)]
+    upstream: RawUpstream,
+    #[serde(default)]
+    credentials: RawCredentials,
+    #[serde(default)]
+    crumb: RawCrumb,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawListen {
+    address: Option<String>,
+    allow_remote: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawUpstream {
+    url: Option<String>,
+    connect_timeout_ms: Option<u64>,
+    response_timeout_ms: Option<u64>,
+    pool_idle_timeout_secs: Option<u64>,
+}
+
+/// Inline `password`/`api_token`/`token` are accepted by the parser only so
+/// that they can be refused with a targeted message instead of "unknown
+/// field" (rpxy's renamed-key errors).
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredentials {
+    username: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
+    password: Option<toml::Value>,
+    api_token: Option<toml::Value>,
+    token: Option<toml::Value>,
+}
+
+// Hand-written: an inline secret must not reach a debug print either.
+impl fmt::Debug for RawCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RawCredentials")
+            .field("username", &self.username)
+            .field("password_file", &self.password_file)
+            .field("password_env", &self.password_env)
+            .field("api_token_file", &self.api_token_file)
+            .field("api_token_env", &self.api_token_env)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrumb {
+    mode: Option<String>,
+    max_idle_secs: Option<u64>,
+    replay_body_max_bytes: Option<u64>,
+}
+
+// === loading ===
+
+impl Config {
+    /// Reads `path` (if any), lays `overrides` over it and validates the
+    /// result. Relative secret paths in the file are taken relative to the
+    /// file's directory; those from overrides relative to the working
+    /// directory.
+    ///
+    /// # Errors
+    /// Any unreadable file, TOML error, missing or invalid key, or unreadable
+    /// secret, as a [`ConfigError`] that names the key and the fix.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Self, ConfigError> {
+        let (mut raw, base_dir) = match path {
+            Some(path) => {
+                let text = fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let raw = parse(&text, &path.display().to_string())?;
+                let dir = path.parent().map(Path::to_owned).unwrap_or_default();
+                (raw, dir)
+            }
+            None => (RawConfig::default(), PathBuf::new()),
+        };
+        resolve_relative(&mut raw.credentials, &base_dir);
+        apply(&mut raw, overrides);
+        Self::from_raw(raw)
+    }
+
+    /// Parses and validates TOML text, as if it were a file in `base_dir`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let mut raw = parse(text, "config")?;
+        resolve_relative(&mut raw.credentials, base_dir);
+        Self::from_raw(raw)
+    }
+
+    /// The address the proxy is configured to listen on.
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.listen.addr
+    }
+
+    /// A one-line, secret-free summary for `--check-config`.
+    pub fn summary(&self) -> String {
+        format!(
+            "listen {} -> {} as {} ({}), crumb mode {:?}",
+            self.listen.addr,
+            self.upstream.base,
+            self.credentials.username(),
+            self.credentials.kind().as_str(),
+            self.crumb.mode,
+        )
+    }
+
+    fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
+        let listen = listen_from_raw(raw.listen)?;
+        let upstream = upstream_from_raw(raw.upstream)?;
+        let credentials = credentials_from_raw(raw.credentials)?;
+        let crumb = crumb_from_raw(raw.crumb)?;
+        Ok(Self {
+            listen,
+            upstream,
+            credentials,
+            crumb,
+        })
+    }
+}
+
+fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: origin.to_owned(),
+        message: e.to_string().trim_end().to_owned(),
+    })
+}
+
+fn resolve_relative(creds: &mut RawCredentials, base_dir: &Path) {
+    for path in [&mut creds.password_file, &mut creds.api_token_file]
+        .into_iter()
+        .flatten()
+    {
+        if path.is_relative() {
+            *path = base_dir.join(&*path);
+        }
+    }
+}
+
+fn apply(raw: &mut RawConfig, o: &Overrides) {
+    if let Some(v) = &o.listen {
+        raw.listen.address = Some(v.clone());
+    }
+    if let Some(v) = o.allow_remote {
+        raw.listen.allow_remote = Some(v);
+    }
+    if let Some(v) = &o.upstream {
+        raw.upstream.url = Some(v.clone());
+    }
+    if let Some(v) = &o.user {
+        raw.credentials.username = Some(v.clone());
+    }
+    // A secret source given as an override replaces the file's source
+    // entirely: mixing a file's password with a flag's token would be a
+    // "two secrets" error the user did not write.
+    let secret_override = o.password_file.is_some()
+        || o.password_env.is_some()
+        || o.api_token_file.is_some()
+        || o.api_token_env.is_some();
+    if secret_override {
+        let c = &mut raw.credentials;
+        c.password_file.clone_from(&o.password_file);
+        c.password_env.clone_from(&o.password_env);
+        c.api_token_file.clone_from(&o.api_token_file);
+        c.api_token_env.clone_from(&o.api_token_env);
+    }
+    if let Some(v) = &o.crumb_mode {
+        raw.crumb.mode = Some(v.clone());
+    }
+}
+
+// === validation, one function per section ===
+
+fn listen_from_raw(raw: RawListen) -> Result<ListenConfig, ConfigError> {
+    let text = raw.address.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
+    let addr = parse_listen_addr(&text)?;
+    if !addr.ip().is_loopback() && raw.allow_remote != Some(true) {
+        return Err(ConfigError::Invalid {
+            key: "listen.address",
+            value: text,
+            problem: "not a loopback address; anyone who can reach the port acts as the \
+                      configured Jenkins user, so listen on 127.0.0.1 or [::1], or set \
+                      `listen.allow_remote = true` if you really mean it"
+                .into(),
+        });
+    }
+    Ok(ListenConfig { addr })
+}
+
+fn parse_listen_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+    let invalid = |problem: &str| ConfigError::Invalid {
+        key: "listen.address",
+        value: text.to_owned(),
+        problem: problem.to_owned(),
+    };
+    if text.parse::<u16>().is_ok() || text.starts_with(':') {
+        return Err(invalid(
+            "a bare port is not enough; name the host, e.g. \"127.0.0.1:8181\"",
+        ));
+    }
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    // `localhost:PORT` is common in scripts; it means IPv4 loopback here so
+    // that the proxy never depends on a resolver at start-up.
+    if let Some(port) = text.strip_prefix("localhost:") {
+        if let Ok(port) = port.parse::<u16>() {
+            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+        }
+    }
+    Err(invalid(
+        "expected HOST:PORT with an IP address, e.g. \"127.0.0.1:8181\" or \"[::1]:8181\"",
+    ))
+}
+
+fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
+    let url = raw.url.ok_or(ConfigError::Missing {
+        key: "upstream.url",
+        fix: "set it to Jenkins' root URL, e.g. \"https://ci.example.com/jenkins/\" \
+              (or pass --upstream / CRUMB_PROXY_UPSTREAM)",
+    })?;
+    let base = BaseUrl::parse(&url).map_err(|problem| ConfigError::Invalid {
+        key: "upstream.url",
+        value: url.clone(),
+        problem,
+    })?;
+    Ok(UpstreamConfig {
+        base,
+        connect_timeout: millis(
+            "upstream.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            DEFAULT_CONNECT_TIMEOUT_MS,
+        )?,
+        response_timeout: millis(
+            "upstream.response_timeout_ms",
+            raw.response_timeout_ms,
+            DEFAULT_RESPONSE_TIMEOUT_MS,
+        )?,
+        pool_idle_timeout: Duration::from_secs(
+            raw.pool_idle_timeout_secs.unwrap_or(DEFAULT_POOL_IDLE_SECS),
+        ),
+    })
+}
+
+fn millis(key: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            key,
+            value: "0".into(),
+            problem: format!("must be at least 1 (milliseconds); the default is {default}"),
+        }),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
+fn credentials_from_raw(raw: RawCredentials) -> Result<Credentials, ConfigError> {
+    if raw.password.is_some() {
+        return Err(ConfigError::InlineSecret { key: "password" });
+    }
+    if raw.api_token.is_some() || raw.token.is_some() {
+        return Err(ConfigError::InlineSecret { key: "api_token" });
+    }
+    let username = raw.username.ok_or(ConfigError::Missing {
+        key: "credentials.username",
+        fix: "set it to the Jenkins user the proxy acts as (or pass --user / CRUMB_PROXY_USER)",
+    })?;
+    if username.is_empty() || username.contains(':') || username.chars().any(char::is_control) {
+        return Err(ConfigError::Invalid {
+            key: "credentials.username",
+            value: username,
+            problem: "must be a non-empty Jenkins user id without ':' or control characters \
+                      (HTTP Basic cannot carry them)"
+                .into(),
+        });
+    }
+
+    let mut sources: Vec<(&'static str, SecretSource)> = Vec::new();
+    if let Some(p) = raw.password_file {
+        sources.push(("password_file", SecretSource::File(p)));
+    }
+    if let Some(v) = raw.password_env {
+        sources.push(("password_env", SecretSource::Env(v)));
+    }
+    if let Some(p) = raw.api_token_file {
+        sources.push(("api_token_file", SecretSource::File(p)));
+    }
+    if let Some(v) = raw.api_token_env {
+        sources.push(("api_token_env", SecretSource::Env(v)));
+    }
+    let (key, source) = match sources.len() {
+        0 => {
+            return Err(ConfigError::Missing {
+                key: "credentials.password_file",
+                fix: "set one of credentials.password_file, password_env, api_token_file or \
+                      api_token_env (an API token is recommended: Jenkins needs no crumb for it)",
+            })
+        }
+        1 => sources.remove(0),
+        _ => {
+            return Err(ConfigError::TwoSecrets {
+                first: sources[0].0,
+                second: sources[1].0,
+            })
+        }
+    };
+    let kind = if key.starts_with("password") {
+        SecretKind::Password
+    } else {
+        SecretKind::ApiToken
+    };
+    let secret = source.load(key, kind)?;
+    Credentials::new(username, kind, &secret).map_err(|_| ConfigError::Invalid {
+        key: "credentials.username",
+        value: String::new(),
+        problem: "cannot be encoded into an Authorization header".into(),
+    })
+}
+
+/// Where a secret comes from. Never from the TOML itself.
+enum SecretSource {
+    File(PathBuf),
+    Env(String),
+}
+
+impl SecretSource {
+    fn load(self, key: &'static str, kind: SecretKind) -> Result<Secret, ConfigError> {
+        let raw = match self {
+            SecretSource::File(path) => match fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(source) => return Err(ConfigError::SecretFile { key, path, source }),
+            },
+            SecretSource::Env(name) => match std::env::var(&name) {
+                Ok(text) => text,
+                Err(std::env::VarError::NotPresent) => {
+                    return Err(ConfigError::SecretEnv {
+                        key,
+                        name,
+                        problem: "that environment variable is not set; export it or use a file",
+                    })
+                }
+                Err(std::env::VarError::NotUnicode(_)) => {
+                    return Err(ConfigError::SecretEnv {
+                        key,
+                        name,
+                        problem: "that environment variable is not valid UTF-8",
+                    })
+                }
+            },
+        };
+        // `echo secret > file` and Docker/Kubernetes secrets often end with a
+        // newline that is not part of the secret.
+        let value = raw.trim_end_matches(['\n', '\r']);
+        if value.is_empty() {
+            return Err(ConfigError::EmptySecret {
+                key,
+                what: kind.as_str(),
+            });
+        }
+        Ok(Secret::new(value.to_owned()))
+    }
+}
+
+fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
+    let mode = match raw.mode.as_deref() {
+        None | Some("auto") => CrumbMode::Auto,
+        Some("always") => CrumbMode::Always,
+        Some("never") => CrumbMode::Never,
+        Some(other) => {
+            return Err(ConfigError::Invalid {
+                key: "crumb.mode",
+                value: other.to_owned(),
+                problem: "must be \"auto\", \"always\" or \"never\"".into(),
+            })
+        }
+    };
+    let max_idle_secs = raw.max_idle_secs.unwrap_or(DEFAULT_CRUMB_MAX_IDLE_SECS);
+    if max_idle_secs == 0 {
+        return Err(ConfigError::Invalid {
+            key: "crumb.max_idle_secs",
+            value: "0".into(),
+            problem: format!(
+                "must be at least 1; keep it below Jenkins' session timeout (30 minutes by \
+                 default); the default is {DEFAULT_CRUMB_MAX_IDLE_SECS}"
+            ),
+        });
+    }
+    Ok(CrumbConfig {
+        mode,
+        max_idle: Duration::from_secs(max_idle_secs),
+        replay_body_max_bytes: raw
+            .replay_body_max_bytes
+            .unwrap_or(DEFAULT_REPLAY_BODY_MAX_BYTES),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Dir(PathBuf);
+
+    impl Dir {
+        fn new(name: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "crumb-proxy-config-{name}-{}",
+                std::process::id()
+            ));
+            fs::create_dir_all(&dir).unwrap();
+            fs::write(dir.join("pw"), "s3cr3t-pw\n").unwrap();
+            fs::write(dir.join("token"), "11aa22bb33cc\r\n").unwrap();
+            fs::write(dir.join("empty"), "\n").unwrap();
+            Self(dir)
+        }
+    }
+
+    impl Drop for Dir {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    const BASE: &str = r#"
+        [upstream]
+        url = "http://127.0.0.1:8080/jenkins/"
+        [credentials]
+        username = "alice"
+    "#;
+
+    fn load(dir: &Dir, extra: &str) -> Result<Config, ConfigError> {
+        Config::from_toml_str(&format!("{BASE}\n{extra}"), &dir.0)
+    }
+
+    #[test]
+    fn defaults_and_secret_file_relative_to_config() {
+        let dir = Dir::new("defaults");
+        let c = load(&dir, "password_file = \"pw\"").unwrap();
+        assert_eq!(c.listen.addr, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(c.crumb.mode, CrumbMode::Auto);
+        assert_eq!(c.crumb.max_idle, Duration::from_secs(1500));
+        assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
+        assert_eq!(c.credentials.kind(), SecretKind::Password);
+        // base64("alice:s3cr3t-pw"): the trailing newline is not part of it.
+        assert_eq!(
+            c.credentials.authorization(),
+            "Basic YWxpY2U6czNjcjN0LXB3"
+        );
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cr3t-pw") && !debug.contains("YWxpY2U6czNjcjN0LXB3"));
+    }
+
+    #[test]
+    fn token_with_crlf_is_trimmed() {
+        let dir = Dir::new("token");
+        let c = load(&dir, "api_token_file = \"token\"").unwrap();
+        assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
+        assert_eq!(
+            c.credentials.authorization(),
+            "Basic YWxpY2U6MTFhYTIyYmIzM2Nj"
+        );
+    }
+
+    /// Each refused configuration names the key (and the value where there
+    /// is one) in its message.
+    #[test]
+    fn errors_name_key_and_fix() {
+        let dir = Dir::new("errors");
+        let cases: &[(&str, &str, &[&str])] = &[
+            ("", "password = \"x\"", &["credentials.password", "password_file"]),
+            ("", "api_token = \"x\"", &["credentials.api_token", "api_token_env"]),
+            ("", "", &["credentials.password_file", "api_token_file"]),
+            ("", "password_file = \"pw\"\napi_token_env = \"X\"", &["password_file and api_token_env"]),
+            ("", "password_file = \"missing\"", &["credentials.password_file", "missing", "create it"]),
+            ("", "password_file = \"empty\"", &["credentials.password_file", "empty"]),
+            ("", "password_env = \"CRUMB_PROXY_TEST_SURELY_UNSET\"", &["CRUMB_PROXY_TEST_SURELY_UNSET", "not set"]),
+            ("[listen]\naddress = \"8181\"", "password_file = \"pw\"", &["listen.address", "\"8181\"", "bare port"]),
+            ("[listen]\naddress = \"0.0.0.0:8181\"", "password_file = \"pw\"", &["listen.address", "0.0.0.0:8181", "allow_remote"]),
+            ("[listen]\naddress = \"nowhere\"", "password_file = \"pw\"", &["listen.address", "HOST:PORT"]),
+            ("[crumb]\nmode = \"sometimes\"", "password_file = \"pw\"", &["crumb.mode", "sometimes", "always"]),
+            ("[crumb]\nmax_idle_secs = 0", "password_file = \"pw\"", &["crumb.max_idle_secs", "at least 1"]),
+            ("[listen]\nadress = \"x\"", "password_file = \"pw\"", &["adress"]),
+        ];
+        for (before, creds, needles) in cases {
+            let text = format!("{before}\n{BASE}\n{creds}");
+            let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
+            for needle in *needles {
+                assert!(err.contains(needle), "{creds:?}: {err:?} lacks {needle:?}");
+            }
+            assert!(!err.contains("s3cr3t"), "{err}");
+        }
+    }
+
+    #[test]
+    fn upstream_url_is_checked() {
+        let dir = Dir::new("upstream");
+        for (url, needle) in [
+            ("ftp://x/", "http"),
+            ("http://u:p@ci/", "credentials"),
+            ("http://ci/?a=b", "query"),
+            ("/jenkins", "absolute"),
+        ] {
+            let text = format!(
+                "[upstream]\nurl = \"{url}\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""
+            );
+            let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
+            assert!(err.contains("upstream.url") && err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
+    fn remote_allowed_explicitly_and_localhost_accepted() {
+        let dir = Dir::new("remote");
+        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true").unwrap();
+        assert_eq!(c.listen.addr.port(), 9);
+        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"").unwrap();
+        assert!(c.listen.addr.ip().is_loopback());
+    }
+
+    #[test]
+    fn overrides_win_and_replace_the_secret_source() {
+        let dir = Dir::new("overrides");
+        let file = dir.0.join("c.toml");
+        fs::write(&file, format!("{BASE}\npassword_file = \"pw\"\n[crumb]\nmode = \"always\"")).unwrap();
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:0".into()),
+            api_token_file: Some(dir.0.join("token")),
+            crumb_mode: Some("never".into()),
+            user: Some("bob".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&file), &overrides).unwrap();
+        assert_eq!(c.listen.addr.port(), 0);
+        assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
+        assert_eq!(c.credentials.username(), "bob");
+        assert_eq!(c.crumb.mode, CrumbMode::Never);
+    }
+}

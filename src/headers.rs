@@ -1,0 +1,201 @@
+//! Header surgery that does not depend on policy.
+//!
+//! This module owns the list of hop-by-hop headers (RFC 9110 §7.6.1),
+//! removing the client's own credentials, cookies and crumbs before a request
+//! goes to Jenkins, removing Jenkins' `Set-Cookie` before a response goes back,
+//! and rewriting a `Location` that points at Jenkins so that it points at the
+//! proxy. Which headers to *add* (credentials, crumb, session) is `proxy`'s
+//! decision.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Uri;
+
+use crate::upstream::BaseUrl;
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1:
+/// "a proxy or gateway MUST remove any received connection options before
+/// forwarding a message"), plus the pre-standard `Proxy-Connection` and
+/// `Keep-Alive` that the RFC lists as commonly seen.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Removes hop-by-hop headers, including every header named in `Connection`
+/// (RFC 9110 §7.6.1). `Upgrade` is removed too; an upgrade is re-announced
+/// explicitly by `proxy` when it forwards one.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    headers.remove(header::UPGRADE);
+}
+
+/// The `Upgrade` value if the request asks for one the proper way
+/// (`Connection: upgrade` plus `Upgrade: …`, RFC 9110 §7.8). Read before
+/// [`strip_hop_by_hop`] runs.
+pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
+    let asks = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    if asks {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    }
+}
+
+/// The legacy (pre-2.0) and current default crumb field names. Jenkins can
+/// be configured to use another one; `proxy` strips that one too once the
+/// crumb issuer has named it.
+pub(crate) const DEFAULT_CRUMB_FIELDS: [&str; 2] = ["jenkins-crumb", ".crumb"];
+
+/// Removes what would let a client choose or mix identities: its own
+/// `Authorization`, `Cookie` and crumb headers. The proxy adds its own.
+/// `Expect` goes too: the proxy answers `100-continue` itself when it starts
+/// reading the body, and hyper's client does not wait for one.
+pub(crate) fn strip_client_credentials(headers: &mut HeaderMap, crumb_field: Option<&HeaderName>) {
+    headers.remove(header::AUTHORIZATION);
+    headers.remove(header::COOKIE);
+    headers.remove(header::EXPECT);
+    for name in DEFAULT_CRUMB_FIELDS {
+        headers.remove(name);
+    }
+    if let Some(name) = crumb_field {
+        headers.remove(name);
+    }
+}
+
+/// Jenkins' session cookies are credentials of the proxy's user (and the
+/// `remember-me` clearing cookie of a 401 is meaningless to callers): none
+/// of them reaches a client.
+pub(crate) fn strip_set_cookie(headers: &mut HeaderMap) {
+    headers.remove(header::SET_COOKIE);
+}
+
+/// Rewrites `Location` so that a redirect into Jenkins stays on the proxy:
+/// an absolute URL below the upstream root becomes `http://<proxy>/<rest>`,
+/// an absolute path below the context path loses the prefix. Anything else
+/// (another host, a relative reference) is left alone.
+pub(crate) fn rewrite_location(headers: &mut HeaderMap, base: &BaseUrl, proxy_authority: &str) {
+    let Some(value) = headers.get(header::LOCATION) else {
+        return;
+    };
+    let Ok(text) = value.to_str() else {
+        return;
+    };
+    let rewritten = if text.starts_with('/') && !text.starts_with("//") {
+        if base.prefix().is_empty() {
+            return;
+        }
+        base.strip_path(text)
+    } else if let Ok(uri) = text.parse::<Uri>() {
+        base.strip_absolute(&uri)
+            .map(|rest| format!("http://{proxy_authority}{rest}"))
+    } else {
+        None
+    };
+    if let Some(new) = rewritten.and_then(|s| HeaderValue::try_from(s).ok()) {
+        headers.insert(header::LOCATION, new);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut h = map(&[
+            ("connection", "close, X-Trace"),
+            ("connection", "x-other"),
+            ("x-trace", "1"),
+            ("x-other", "2"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-connection", "keep-alive"),
+            ("te", "trailers"),
+            ("trailer", "x-sum"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic eA=="),
+            ("x-kept", "yes"),
+            ("content-length", "3"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let left: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(left, ["x-kept", "content-length"]);
+    }
+
+    #[test]
+    fn client_credentials_go() {
+        let mut h = map(&[
+            ("authorization", "Basic bWFsbG9yeTp4"),
+            ("cookie", "JSESSIONID.abc=node0x"),
+            ("Jenkins-Crumb", "c"),
+            (".crumb", "c"),
+            ("x-custom-crumb", "c"),
+            ("expect", "100-continue"),
+            ("accept", "*/*"),
+        ]);
+        strip_client_credentials(&mut h, Some(&HeaderName::from_static("x-custom-crumb")));
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("accept"));
+    }
+
+    #[test]
+    fn upgrade_needs_connection_token() {
+        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+        let h = map(&[("upgrade", "websocket")]);
+        assert!(requested_upgrade(&h).is_none());
+    }
+
+    #[test]
+    fn location_rewrite() {
+        let base = BaseUrl::parse("http://127.0.0.1:9000/jenkins/").unwrap();
+        let cases = [
+            ("http://127.0.0.1:9000/jenkins/queue/item/3/", "http://127.0.0.1:8181/queue/item/3/"),
+            ("http://localhost:9000/jenkins/x", "http://localhost:9000/jenkins/x"),
+            ("https://127.0.0.1:9000/jenkins/x", "https://127.0.0.1:9000/jenkins/x"),
+            ("/jenkins/job/a/", "/job/a/"),
+            ("/other/", "/other/"),
+            ("queue/item/3/", "queue/item/3/"),
+            ("http://example.org/", "http://example.org/"),
+        ];
+        for (from, to) in cases {
+            let mut h = map(&[("location", from)]);
+            rewrite_location(&mut h, &base, "127.0.0.1:8181");
+            assert_eq!(h["location"], to, "{from}");
+        }
+    }
+}

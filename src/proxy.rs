@@ -1,0 +1,418 @@
+//! The request pipeline: one hand-written service that turns a plain local
+//! request into an authenticated Jenkins request and streams the answer back.
+//!
+//! This module owns the order of the steps (see the crate docs, "Life of a
+//! request"), which requests need a crumb, telling a crumb rejection from any
+//! other 403, the single replay after a crumb rejection, the response
+//! fix-ups, upgrade tunnels and the one log line per request. It builds no
+//! error bodies (`error` does), parses no crumbs (`crumb` does) and opens no
+//! sockets (`upstream` and `server` do).
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::uri::Authority;
+use http::{Method, Request, Response, StatusCode, Uri};
+use http_body::Body as _;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+
+use crate::body::{self, ProxyBody};
+use crate::config::{Config, CrumbMode};
+use crate::credentials::{Credentials, SecretKind};
+use crate::crumb::{self, Crumb, CrumbCache, Lookup};
+use crate::error::{ProxyError, ERROR_HEADER};
+use crate::headers;
+use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
+
+/// The text of Jenkins' crumb rejection (`CrumbFilter`:
+/// `sendError(403, "No valid crumb was included in the request")`). It is in
+/// the HTML, JSON and plain-text variants of Jetty's error page alike.
+const CRUMB_REJECTION: &[u8] = b"No valid crumb was included in the request";
+
+/// How much of a 403 body is read to look for [`CRUMB_REJECTION`]. Jetty's
+/// error page is about 500 bytes.
+const MAX_PEEK_BYTES: usize = 64 * 1024;
+
+/// State shared by every connection: built once, read-only apart from the
+/// crumb cache.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    upstream: Upstream,
+    credentials: Credentials,
+    crumbs: CrumbCache,
+    /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
+    /// the kind of secret once).
+    crumbs_enabled: bool,
+    replay_body_max_bytes: u64,
+}
+
+impl Shared {
+    pub(crate) fn new(config: Config) -> Result<Self, UpstreamInitError> {
+        let crumbs_enabled = match config.crumb.mode {
+            // Jenkins exempts API-token requests from CSRF checks
+            // (`ApiCrumbExclusion`, 2.96+), so a token needs no crumb.
+            CrumbMode::Auto => config.credentials.kind() == SecretKind::Password,
+            CrumbMode::Always => true,
+            CrumbMode::Never => false,
+        };
+        Ok(Self {
+            upstream: Upstream::new(&config.upstream)?,
+            credentials: config.credentials,
+            crumbs: CrumbCache::new(config.crumb.max_idle),
+            crumbs_enabled,
+            replay_body_max_bytes: config.crumb.replay_body_max_bytes,
+        })
+    }
+
+    pub(crate) fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub(crate) fn crumbs_enabled(&self) -> bool {
+        self.crumbs_enabled
+    }
+}
+
+/// The per-connection service: shared state plus who is calling and where.
+#[derive(Debug, Clone)]
+pub(crate) struct Proxy {
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    /// The address the listener bound (port 0 resolved), used for
+    /// `Location` rewriting when a client sent no usable `Host`.
+    local_addr: SocketAddr,
+}
+
+impl Proxy {
+    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, local_addr: SocketAddr) -> Self {
+        Self {
+            shared,
+            peer,
+            local_addr,
+        }
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+impl hyper::service::Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    // Infallible on purpose: an `Err` would make hyper drop the connection
+    // without a response (tower-http `timeout` explains the same choice).
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, req: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move { Ok(handle(&this, req).await) })
+    }
+}
+
+/// What happened about the crumb, for the request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrumbNote {
+    /// Not a request that carries a crumb.
+    None,
+    Cached,
+    Fetched,
+    /// CSRF protection is off in Jenkins.
+    CsrfOff,
+    /// Jenkins rejected the crumb; a fresh one was fetched and the request
+    /// sent a second time.
+    Retried,
+    /// Jenkins rejected the crumb and the body was too large to keep.
+    NotReplayed,
+}
+
+impl CrumbNote {
+    fn as_str(self) -> &'static str {
+        match self {
+            CrumbNote::None => "none",
+            CrumbNote::Cached => "cached",
+            CrumbNote::Fetched => "fetched",
+            CrumbNote::CsrfOff => "csrf-off",
+            CrumbNote::Retried => "retried",
+            CrumbNote::NotReplayed => "rejected-not-replayed",
+        }
+    }
+}
+
+/// Runs [`forward`], turns its error into a response and logs one line.
+async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
+    let (shared, peer) = (&*proxy.shared, proxy.peer);
+    let started = Instant::now();
+    let method = req.method().clone();
+    // The path only: Jenkins puts `token=` in query strings of remote
+    // build triggers, so the query is never logged.
+    let path = req.uri().path().to_owned();
+    let mut note = CrumbNote::None;
+    let result = forward(shared, proxy.local_addr, req, &mut note).await;
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    match result {
+        Ok(resp) => {
+            tracing::info!(
+                %peer,
+                %method,
+                path,
+                status = resp.status().as_u16(),
+                elapsed_ms,
+                crumb = note.as_str(),
+                "request"
+            );
+            resp
+        }
+        Err(err) => err.into_response_logged(peer, &method, &path, elapsed_ms, note),
+    }
+}
+
+impl ProxyError {
+    /// Logs the failed request (once, here) and builds its response.
+    fn into_response_logged(
+        self,
+        peer: SocketAddr,
+        method: &Method,
+        path: &str,
+        elapsed_ms: u64,
+        note: CrumbNote,
+    ) -> Response<ProxyBody> {
+        tracing::warn!(
+            %peer,
+            %method,
+            path,
+            status = self.status().as_u16(),
+            elapsed_ms,
+            crumb = note.as_str(),
+            kind = self.kind(),
+            error = %self,
+            "request"
+        );
+        self.into_response()
+    }
+}
+
+/// The request as it will go to Jenkins, minus its body, so that it can be
+/// sent twice.
+struct Outgoing {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Outgoing {
+    fn request(&self, body: ProxyBody, crumb: Option<&Crumb>) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        if let Some(crumb) = crumb {
+            let headers = req.headers_mut();
+            headers.insert(crumb.field.clone(), crumb.value.clone());
+            if let Some(cookie) = &crumb.cookie {
+                headers.insert(header::COOKIE, cookie.clone());
+            }
+        }
+        req
+    }
+}
+
+/// The pipeline. Every failure is a `ProxyError`; nothing here panics.
+async fn forward(
+    shared: &Shared,
+    local_addr: SocketAddr,
+    mut req: Request<Incoming>,
+    note: &mut CrumbNote,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // 1. Only origin-form targets ("/job/x/build?delay=0sec"). An
+    //    absolute-form target from a client that treats us as an HTTP proxy
+    //    is taken for its path; CONNECT and "*" are refused.
+    if req.method() == Method::CONNECT {
+        return Err(ProxyError::Connect);
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .filter(|pq| pq.as_str().starts_with('/'))
+        .cloned()
+        .ok_or(ProxyError::BadRequestTarget)?;
+    let uri = shared
+        .upstream
+        .base()
+        .join(&target)
+        .map_err(|_| ProxyError::BadRequestTarget)?;
+    let proxy_authority = client_authority(&req, local_addr);
+
+    // 2. Headers: connection-level ones go (RFC 9110 §7.6.1), the client's
+    //    credentials go, Jenkins' Host and our credentials come in. An
+    //    upgrade (WebSocket) is re-announced explicitly.
+    let upgrade = headers::requested_upgrade(req.headers());
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let (parts, incoming) = req.into_parts();
+    let mut headers = parts.headers;
+    headers::strip_hop_by_hop(&mut headers);
+    headers::strip_client_credentials(&mut headers, shared.crumbs.known_field().as_ref());
+    headers.insert(header::HOST, shared.upstream.host().clone());
+    headers.insert(
+        header::AUTHORIZATION,
+        shared.credentials.authorization().clone(),
+    );
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    let outgoing = Outgoing {
+        method: parts.method,
+        uri,
+        headers,
+    };
+
+    // 3. Send: POSTs through the crumb path (Jenkins' `CrumbFilter` checks
+    //    only POST), everything else streamed straight through.
+    let mut resp = if outgoing.method == Method::POST && shared.crumbs_enabled {
+        send_with_crumb(shared, &outgoing, incoming, note).await?
+    } else {
+        let mut resp = shared
+            .upstream
+            .send(outgoing.request(body::stream(incoming), None))
+            .await?;
+        if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client) = client_upgrade {
+                tokio::spawn(tunnel(client, hyper::upgrade::on(&mut resp)));
+            }
+        }
+        resp.map(body::stream)
+    };
+
+    // 4. Response fix-ups.
+    let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| resp.headers().get(header::UPGRADE).cloned())
+        .flatten();
+    let headers = resp.headers_mut();
+    headers::strip_hop_by_hop(headers);
+    headers::strip_set_cookie(headers);
+    headers::rewrite_location(headers, shared.upstream.base(), &proxy_authority);
+    if let Some(protocol) = upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        headers.insert(header::UPGRADE, protocol);
+    }
+    Ok(resp)
+}
+
+/// A POST that needs a crumb: keep the body if it is small enough to send
+/// twice, add the cached (or a freshly fetched) crumb and its session
+/// cookie, and if Jenkins rejects the crumb, fetch a new one and send the
+/// request once more. Jenkins' `CrumbFilter` runs before any action, so a
+/// crumb rejection guarantees the first attempt did nothing; no other
+/// status is ever retried.
+async fn send_with_crumb(
+    shared: &Shared,
+    outgoing: &Outgoing,
+    incoming: Incoming,
+    note: &mut CrumbNote,
+) -> Result<Response<ProxyBody>, ProxyError> {
+    // A body whose declared length fits the cap is read now so it can be
+    // replayed; a larger or chunked (unbounded) body streams as it comes.
+    let (kept, first_body) = match incoming.size_hint().exact() {
+        Some(len) if len <= shared.replay_body_max_bytes => {
+            let bytes = incoming
+                .collect()
+                .await
+                .map_err(ProxyError::ClientBody)?
+                .to_bytes();
+            (Some(bytes.clone()), body::full(bytes))
+        }
+        _ => (None, body::stream(incoming)),
+    };
+
+    let (crumb, lookup) = get_crumb(shared).await?;
+    *note = match (&crumb, lookup) {
+        (None, _) => CrumbNote::CsrfOff,
+        (Some(_), Lookup::Cached) => CrumbNote::Cached,
+        (Some(_), Lookup::Fetched) => CrumbNote::Fetched,
+    };
+    let resp = shared
+        .upstream
+        .send(outgoing.request(first_body, crumb.as_deref()))
+        .await?;
+    if resp.status() != StatusCode::FORBIDDEN {
+        return Ok(resp.map(body::stream));
+    }
+
+    // A 403: a crumb rejection or a genuine permission error? Only the body
+    // tells (a permission 403 has the same status and similar headers).
+    let (parts, body) = resp.into_parts();
+    let (rejected, body) = match body::read_up_to(body, MAX_PEEK_BYTES).await {
+        Ok(Ok(bytes)) => (contains(&bytes, CRUMB_REJECTION), body::full(bytes)),
+        Ok(Err(prefixed)) => (false, body::stream(prefixed)),
+        Err(e) => {
+            return Err(ProxyError::Upstream(UpstreamError::Failed {
+                reason: e.to_string(),
+            }))
+        }
+    };
+    if !rejected {
+        return Ok(Response::from_parts(parts, body));
+    }
+    shared.crumbs.invalidate(crumb.as_deref()).await;
+    let Some(bytes) = kept else {
+        *note = CrumbNote::NotReplayed;
+        let mut resp = Response::from_parts(parts, body);
+        resp.headers_mut().insert(
+            ERROR_HEADER,
+            HeaderValue::from_static("crumb-rejected-not-replayable"),
+        );
+        return Ok(resp);
+    };
+    let (crumb, _) = get_crumb(shared).await?;
+    *note = CrumbNote::Retried;
+    let resp = shared
+        .upstream
+        .send(outgoing.request(body::full(bytes), crumb.as_deref()))
+        .await?;
+    Ok(resp.map(body::stream))
+}
+
+async fn get_crumb(shared: &Shared) -> Result<(Option<Arc<Crumb>>, Lookup), ProxyError> {
+    let fetch = || crumb::fetch(&shared.upstream, &shared.credentials);
+    Ok(shared.crumbs.get(Instant::now(), fetch).await?)
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// The proxy's own address as the client used it (its `Host`), so that a
+/// rewritten `Location` leads back the same way; the bound address when the
+/// client sent none that parses.
+fn client_authority(req: &Request<Incoming>, local_addr: SocketAddr) -> String {
+    req.headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<Authority>().ok())
+        .or_else(|| req.uri().authority().cloned())
+        .map_or_else(|| local_addr.to_string(), |a| a.as_str().to_owned())
+}
+
+/// Copies bytes both ways between an upgraded client connection and the
+/// upgraded Jenkins connection until either side closes.
+async fn tunnel(client: OnUpgrade, upstream: OnUpgrade) {
+    match tokio::try_join!(client, upstream) {
+        Ok((client, upstream)) => {
+            let mut client = TokioIo::new(client);
+            let mut upstream = TokioIo::new(upstream);
+            if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                tracing::debug!(error = %e, "upgraded connection ended");
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "upgrade failed"),
+    }
+}

@@ -1,0 +1,314 @@
+//! The connection to Jenkins.
+//!
+//! This module owns the upstream root URL ([`BaseUrl`]), the pooled,
+//! kept-alive hyper-util client (plain HTTP or TLS with the system's root
+//! certificates), mapping a client's request target onto the upstream, and
+//! the connect and response-header timeouts. It knows nothing about crumbs
+//! or credentials; `proxy` decides what to send and `crumb` what a crumb
+//! fetch looks like.
+
+use std::fmt;
+use std::time::Duration;
+
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderValue, Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::body::ProxyBody;
+use crate::config::UpstreamConfig;
+
+/// Jenkins' root URL, split once at start-up so the request path never
+/// parses it again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BaseUrl {
+    scheme: Scheme,
+    authority: Authority,
+    /// The context path without its trailing slash: "" or "/jenkins".
+    prefix: String,
+}
+
+impl BaseUrl {
+    /// Parses an absolute `http(s)://host[:port][/prefix/]` URL. The problem
+    /// text is used in a `ConfigError`, so it says what to change.
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let uri: Uri = text
+            .parse()
+            .map_err(|e| format!("not a URL ({e}); expected e.g. \"https://ci.example.com/\""))?;
+        let scheme = uri.scheme().cloned().ok_or_else(|| {
+            "must be an absolute URL with http:// or https://, e.g. \"https://ci.example.com/\""
+                .to_owned()
+        })?;
+        if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
+            return Err(format!("scheme {scheme} is not supported; use http or https"));
+        }
+        let authority = uri
+            .authority()
+            .cloned()
+            .ok_or_else(|| "has no host; expected e.g. \"https://ci.example.com/\"".to_owned())?;
+        if authority.as_str().contains('@') {
+            return Err(
+                "must not carry credentials; put the user in [credentials] and the secret in a \
+                 file or environment variable"
+                    .to_owned(),
+            );
+        }
+        if uri.query().is_some() || text.contains('#') {
+            return Err("must not have a query or fragment; give Jenkins' root URL".to_owned());
+        }
+        let prefix = uri.path().trim_end_matches('/').to_owned();
+        Ok(Self {
+            scheme,
+            authority,
+            prefix,
+        })
+    }
+
+    pub(crate) fn is_https(&self) -> bool {
+        self.scheme == Scheme::HTTPS
+    }
+
+    pub(crate) fn authority(&self) -> &Authority {
+        &self.authority
+    }
+
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// The port requests go to, with the scheme's default filled in.
+    fn port(&self) -> u16 {
+        self.authority
+            .port_u16()
+            .unwrap_or(if self.is_https() { 443 } else { 80 })
+    }
+
+    /// The upstream URI for a client's origin-form target `/a/b?c`: the
+    /// same path and query beneath the prefix.
+    pub(crate) fn join(&self, target: &PathAndQuery) -> Result<Uri, http::Error> {
+        let path_and_query = if self.prefix.is_empty() {
+            target.clone()
+        } else {
+            PathAndQuery::try_from(format!("{}{}", self.prefix, target.as_str()))?
+        };
+        Uri::builder()
+            .scheme(self.scheme.clone())
+            .authority(self.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+    }
+
+    /// If `uri` is absolute and points at or below this root, the part
+    /// after the prefix (starting with `/`, query included). Hosts compare
+    /// case-insensitively and default ports are filled in.
+    pub(crate) fn strip_absolute(&self, uri: &Uri) -> Option<String> {
+        let scheme = uri.scheme()?;
+        let authority = uri.authority()?;
+        let port = authority
+            .port_u16()
+            .unwrap_or(if *scheme == Scheme::HTTPS { 443 } else { 80 });
+        if *scheme != self.scheme
+            || !authority.host().eq_ignore_ascii_case(self.authority.host())
+            || port != self.port()
+        {
+            return None;
+        }
+        self.strip_path(uri.path_and_query().map_or("/", PathAndQuery::as_str))
+    }
+
+    /// If the absolute path `path` lies below the prefix, the rest of it
+    /// (always starting with `/`).
+    pub(crate) fn strip_path(&self, path: &str) -> Option<String> {
+        let rest = path.strip_prefix(self.prefix.as_str())?;
+        if rest.is_empty() {
+            Some("/".to_owned())
+        } else if rest.starts_with('/') {
+            Some(rest.to_owned())
+        } else if rest.starts_with('?') {
+            Some(format!("/{rest}"))
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}/", self.scheme, self.authority, self.prefix)
+    }
+}
+
+/// Why a request to Jenkins produced no response. Cloneable so a failed
+/// crumb fetch can be handed to every request that waited for it.
+#[derive(Debug, Clone, thiserror::Error)]
+pub(crate) enum UpstreamError {
+    #[error("cannot connect to jenkins: {reason}")]
+    Unreachable { reason: String },
+    #[error("no connection to jenkins within the connect timeout")]
+    ConnectTimeout,
+    #[error("jenkins sent no response headers within the response timeout")]
+    ResponseTimeout,
+    #[error("the connection to jenkins failed: {reason}")]
+    Failed { reason: String },
+}
+
+impl UpstreamError {
+    fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
+        let reason = root_cause(err);
+        if err.is_connect() {
+            if reason.contains("timed out") || reason.contains("timeout") {
+                UpstreamError::ConnectTimeout
+            } else {
+                UpstreamError::Unreachable { reason }
+            }
+        } else {
+            UpstreamError::Failed { reason }
+        }
+    }
+}
+
+/// The innermost error's text, which is the useful one ("Connection
+/// refused (os error 111)") and never contains header values or bodies.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = err;
+    while let Some(next) = cur.source() {
+        cur = next;
+    }
+    cur.to_string()
+}
+
+type Connector = HttpsConnector<HttpConnector>;
+
+/// The pooled client plus what every request to Jenkins needs.
+#[derive(Debug)]
+pub(crate) struct Upstream {
+    client: Client<Connector, ProxyBody>,
+    base: BaseUrl,
+    host: HeaderValue,
+    response_timeout: Duration,
+}
+
+/// Why the upstream client could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamInitError {
+    #[error("cannot load the system's root certificates for the https upstream: {0}; install the ca-certificates package")]
+    RootCertificates(#[source] std::io::Error),
+    #[error("the upstream host {0:?} cannot be used as a Host header")]
+    Host(String),
+}
+
+impl Upstream {
+    /// Builds the client. For an `https` upstream the system's root
+    /// certificates are loaded here, at start-up, so a missing CA bundle is
+    /// reported before any socket is bound.
+    pub(crate) fn new(config: &UpstreamConfig) -> Result<Self, UpstreamInitError> {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(config.connect_timeout));
+        http.set_nodelay(true);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+
+        let tls = hyper_rustls::HttpsConnectorBuilder::new();
+        let tls = if config.base.is_https() {
+            tls.with_native_roots()
+                .map_err(UpstreamInitError::RootCertificates)?
+        } else {
+            // Plain HTTP upstream: TLS is never negotiated, so no roots are
+            // needed (and a machine without a CA bundle still works).
+            tls.with_tls_config(
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth(),
+            )
+        };
+        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.pool_idle_timeout)
+            .build(connector);
+        let host = HeaderValue::from_str(config.base.authority().as_str())
+            .map_err(|_| UpstreamInitError::Host(config.base.authority().to_string()))?;
+        Ok(Self {
+            client,
+            base: config.base.clone(),
+            host,
+            response_timeout: config.response_timeout,
+        })
+    }
+
+    pub(crate) fn base(&self) -> &BaseUrl {
+        &self.base
+    }
+
+    /// The `Host` header value for Jenkins: the upstream's authority, never
+    /// the one the local client used.
+    pub(crate) fn host(&self) -> &HeaderValue {
+        &self.host
+    }
+
+    /// Sends `req` and waits for the response headers, up to the response
+    /// timeout. The request body streams while this runs; the response body
+    /// is returned unread.
+    ///
+    /// The legacy client re-sends a request only when the pooled connection
+    /// closed before any of it was written, so a POST is never delivered
+    /// twice by this layer.
+    pub(crate) async fn send(
+        &self,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(err)) => Err(UpstreamError::from_client(&err)),
+            Err(_) => Err(UpstreamError::ResponseTimeout),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn base(text: &str) -> BaseUrl {
+        BaseUrl::parse(text).unwrap()
+    }
+
+    #[test]
+    fn join_keeps_path_and_query_below_prefix() {
+        let b = base("https://ci.example.com/jenkins/");
+        let pq = PathAndQuery::from_static("/job/x/build?delay=0sec");
+        assert_eq!(
+            b.join(&pq).unwrap(),
+            "https://ci.example.com/jenkins/job/x/build?delay=0sec"
+        );
+        let b = base("http://127.0.0.1:8080");
+        assert_eq!(b.join(&pq).unwrap(), "http://127.0.0.1:8080/job/x/build?delay=0sec");
+        assert_eq!(b.to_string(), "http://127.0.0.1:8080/");
+    }
+
+    #[test]
+    fn strip_absolute_matches_only_this_root() {
+        let b = base("https://CI.example.com/jenkins/");
+        let strip = |s: &str| b.strip_absolute(&s.parse::<Uri>().unwrap());
+        assert_eq!(
+            strip("https://ci.example.com/jenkins/queue/item/7/").as_deref(),
+            Some("/queue/item/7/")
+        );
+        assert_eq!(
+            strip("https://ci.example.com:443/jenkins").as_deref(),
+            Some("/")
+        );
+        assert_eq!(
+            strip("https://ci.example.com/jenkins?x=1").as_deref(),
+            Some("/?x=1")
+        );
+        assert_eq!(strip("http://ci.example.com/jenkins/x"), None);
+        assert_eq!(strip("https://ci.example.com:8443/jenkins/x"), None);
+        assert_eq!(strip("https://ci.example.com/jenkinsfoo/x"), None);
+        assert_eq!(strip("https://other.example.com/jenkins/x"), None);
+    }
+}
