@@ -164,7 +164,12 @@ mod tests {
     }
 
     fn chunks(parts: &[&'static str]) -> Chunks {
-        Chunks(parts.iter().map(|p| Bytes::from_static(p.as_bytes())).collect())
+        Chunks(
+            parts
+                .iter()
+                .map(|p| Bytes::from_static(p.as_bytes()))
+                .collect(),
+        )
     }
 
     #[tokio::test]
@@ -175,7 +180,9 @@ mod tests {
 
     #[tokio::test]
     async fn long_body_comes_back_whole_and_in_order() {
-        let got = read_up_to(chunks(&["ab", "cd", "ef", "gh"]), 3).await.unwrap();
+        let got = read_up_to(chunks(&["ab", "cd", "ef", "gh"]), 3)
+            .await
+            .unwrap();
         let prefixed = got.unwrap_err();
         let all = prefixed.collect().await.unwrap().to_bytes();
         assert_eq!(all, "abcdefgh");

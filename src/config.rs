@@ -106,7 +106,10 @@ pub enum ConfigError {
     #[error("{path}: {message}")]
     Parse { path: String, message: String },
     #[error("`{key}` is missing: {fix}")]
-    Missing { key: &'static str, fix: &'static str },
+    Missing {
+        key: &'static str,
+        fix: &'static str,
+    },
     #[error("`{key}` = {value:?}: {problem}")]
     Invalid {
         key: &'static str,
@@ -567,10 +570,8 @@ mod tests {
 
     impl Dir {
         fn new(name: &str) -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "crumb-proxy-config-{name}-{}",
-                std::process::id()
-            ));
+            let dir = std::env::temp_dir()
+                .join(format!("crumb-proxy-config-{name}-{}", std::process::id()));
             fs::create_dir_all(&dir).unwrap();
             fs::write(dir.join("pw"), "s3cr3t-pw\n").unwrap();
             fs::write(dir.join("token"), "11aa22bb33cc\r\n").unwrap();
@@ -606,10 +607,7 @@ mod tests {
         assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
         assert_eq!(c.credentials.kind(), SecretKind::Password);
         // base64("alice:s3cr3t-pw"): the trailing newline is not part of it.
-        assert_eq!(
-            c.credentials.authorization(),
-            "Basic YWxpY2U6czNjcjN0LXB3"
-        );
+        assert_eq!(c.credentials.authorization(), "Basic YWxpY2U6czNjcjN0LXB3");
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cr3t-pw") && !debug.contains("YWxpY2U6czNjcjN0LXB3"));
     }
@@ -631,23 +629,73 @@ mod tests {
     fn errors_name_key_and_fix() {
         let dir = Dir::new("errors");
         let cases: &[(&str, &str, &[&str])] = &[
-            ("", "password = \"x\"", &["credentials.password", "password_file"]),
-            ("", "api_token = \"x\"", &["credentials.api_token", "api_token_env"]),
+            (
+                "",
+                "password = \"x\"",
+                &["credentials.password", "password_file"],
+            ),
+            (
+                "",
+                "api_token = \"x\"",
+                &["credentials.api_token", "api_token_env"],
+            ),
             ("", "", &["credentials.password_file", "api_token_file"]),
-            ("", "password_file = \"pw\"\napi_token_env = \"X\"", &["password_file and api_token_env"]),
-            ("", "password_file = \"missing\"", &["credentials.password_file", "missing", "create it"]),
-            ("", "password_file = \"empty\"", &["credentials.password_file", "empty"]),
-            ("", "password_env = \"CRUMB_PROXY_TEST_SURELY_UNSET\"", &["CRUMB_PROXY_TEST_SURELY_UNSET", "not set"]),
-            ("[listen]\naddress = \"8181\"", "password_file = \"pw\"", &["listen.address", "\"8181\"", "bare port"]),
-            ("[listen]\naddress = \"0.0.0.0:8181\"", "password_file = \"pw\"", &["listen.address", "0.0.0.0:8181", "allow_remote"]),
-            ("[listen]\naddress = \"nowhere\"", "password_file = \"pw\"", &["listen.address", "HOST:PORT"]),
-            ("[crumb]\nmode = \"sometimes\"", "password_file = \"pw\"", &["crumb.mode", "sometimes", "always"]),
-            ("[crumb]\nmax_idle_secs = 0", "password_file = \"pw\"", &["crumb.max_idle_secs", "at least 1"]),
-            ("[listen]\nadress = \"x\"", "password_file = \"pw\"", &["adress"]),
+            (
+                "",
+                "password_file = \"pw\"\napi_token_env = \"X\"",
+                &["password_file and api_token_env"],
+            ),
+            (
+                "",
+                "password_file = \"missing\"",
+                &["credentials.password_file", "missing", "create it"],
+            ),
+            (
+                "",
+                "password_file = \"empty\"",
+                &["credentials.password_file", "empty"],
+            ),
+            (
+                "",
+                "password_env = \"CRUMB_PROXY_TEST_SURELY_UNSET\"",
+                &["CRUMB_PROXY_TEST_SURELY_UNSET", "not set"],
+            ),
+            (
+                "[listen]\naddress = \"8181\"",
+                "password_file = \"pw\"",
+                &["listen.address", "\"8181\"", "bare port"],
+            ),
+            (
+                "[listen]\naddress = \"0.0.0.0:8181\"",
+                "password_file = \"pw\"",
+                &["listen.address", "0.0.0.0:8181", "allow_remote"],
+            ),
+            (
+                "[listen]\naddress = \"nowhere\"",
+                "password_file = \"pw\"",
+                &["listen.address", "HOST:PORT"],
+            ),
+            (
+                "[crumb]\nmode = \"sometimes\"",
+                "password_file = \"pw\"",
+                &["crumb.mode", "sometimes", "always"],
+            ),
+            (
+                "[crumb]\nmax_idle_secs = 0",
+                "password_file = \"pw\"",
+                &["crumb.max_idle_secs", "at least 1"],
+            ),
+            (
+                "[listen]\nadress = \"x\"",
+                "password_file = \"pw\"",
+                &["adress"],
+            ),
         ];
         for (before, creds, needles) in cases {
             let text = format!("{before}\n{BASE}\n{creds}");
-            let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
+            let err = Config::from_toml_str(&text, &dir.0)
+                .unwrap_err()
+                .to_string();
             for needle in *needles {
                 assert!(err.contains(needle), "{creds:?}: {err:?} lacks {needle:?}");
             }
@@ -667,17 +715,30 @@ mod tests {
             let text = format!(
                 "[upstream]\nurl = \"{url}\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""
             );
-            let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
-            assert!(err.contains("upstream.url") && err.contains(needle), "{err}");
+            let err = Config::from_toml_str(&text, &dir.0)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("upstream.url") && err.contains(needle),
+                "{err}"
+            );
         }
     }
 
     #[test]
     fn remote_allowed_explicitly_and_localhost_accepted() {
         let dir = Dir::new("remote");
-        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true").unwrap();
+        let c = load(
+            &dir,
+            "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true",
+        )
+        .unwrap();
         assert_eq!(c.listen.addr.port(), 9);
-        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"").unwrap();
+        let c = load(
+            &dir,
+            "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"",
+        )
+        .unwrap();
         assert!(c.listen.addr.ip().is_loopback());
     }
 
@@ -685,7 +746,11 @@ mod tests {
     fn overrides_win_and_replace_the_secret_source() {
         let dir = Dir::new("overrides");
         let file = dir.0.join("c.toml");
-        fs::write(&file, format!("{BASE}\npassword_file = \"pw\"\n[crumb]\nmode = \"always\"")).unwrap();
+        fs::write(
+            &file,
+            format!("{BASE}\npassword_file = \"pw\"\n[crumb]\nmode = \"always\""),
+        )
+        .unwrap();
         let overrides = Overrides {
             listen: Some("127.0.0.1:0".into()),
             api_token_file: Some(dir.0.join("token")),

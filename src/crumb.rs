@@ -341,7 +341,10 @@ fn session_cookie(headers: &http::HeaderMap) -> Option<HeaderValue> {
         .filter_map(|v| v.to_str().ok())
         .filter_map(|v| v.split(';').next())
         .map(str::trim)
-        .filter(|pair| pair.split_once('=').is_some_and(|(n, v)| !n.is_empty() && !v.is_empty()))
+        .filter(|pair| {
+            pair.split_once('=')
+                .is_some_and(|(n, v)| !n.is_empty() && !v.is_empty())
+        })
         .collect();
     if pairs.is_empty() {
         return None;
@@ -370,7 +373,11 @@ mod tests {
         let max = Duration::from_secs(1500);
         assert!(CrumbCache::is_fresh(max, t0, t0));
         assert!(CrumbCache::is_fresh(max, t0, t0 + max));
-        assert!(!CrumbCache::is_fresh(max, t0, t0 + max + Duration::from_millis(1)));
+        assert!(!CrumbCache::is_fresh(
+            max,
+            t0,
+            t0 + max + Duration::from_millis(1)
+        ));
     }
 
     #[tokio::test]
@@ -391,7 +398,10 @@ mod tests {
             assert_eq!(c.unwrap().value, "one");
         }
         // Idle 11 s: refreshed before use.
-        let (c2, how) = cache.get(t + Duration::from_secs(11), || async { crumb("two") }).await.unwrap();
+        let (c2, how) = cache
+            .get(t + Duration::from_secs(11), || async { crumb("two") })
+            .await
+            .unwrap();
         assert_eq!(how, Lookup::Fetched);
         assert_eq!(c2.unwrap().value, "two");
         assert_eq!(c1.unwrap().value, "one");
@@ -408,7 +418,10 @@ mod tests {
         assert_eq!(how, Lookup::Fetched);
         // A late rejection of the old crumb must not drop the new one.
         cache.invalidate(Some(&old)).await;
-        let (again, how) = cache.get(now, || async { panic!("refetched") }).await.unwrap();
+        let (again, how) = cache
+            .get(now, || async { panic!("refetched") })
+            .await
+            .unwrap();
         assert_eq!(how, Lookup::Cached);
         assert_eq!(again.unwrap().id, new.unwrap().id);
     }
@@ -417,9 +430,15 @@ mod tests {
     async fn disabled_is_remembered_until_jenkins_asks_for_a_crumb() {
         let cache = CrumbCache::new(Duration::from_secs(10));
         let now = Instant::now();
-        let (c, _) = cache.get(now, || async { Ok(Fetched::Disabled) }).await.unwrap();
+        let (c, _) = cache
+            .get(now, || async { Ok(Fetched::Disabled) })
+            .await
+            .unwrap();
         assert!(c.is_none());
-        let (c, how) = cache.get(now, || async { panic!("refetched") }).await.unwrap();
+        let (c, how) = cache
+            .get(now, || async { panic!("refetched") })
+            .await
+            .unwrap();
         assert!(c.is_none() && how == Lookup::Cached);
         cache.invalidate(None).await;
         let (c, _) = cache.get(now, || async { crumb("on") }).await.unwrap();
@@ -454,7 +473,10 @@ mod tests {
         gate.notify_waiters();
         for t in tasks {
             let got = tokio::time::timeout(Duration::from_secs(5), t).await;
-            assert!(matches!(got.unwrap().unwrap(), Err(CrumbError::BadCredentials)));
+            assert!(matches!(
+                got.unwrap().unwrap(),
+                Err(CrumbError::BadCredentials)
+            ));
         }
         assert_eq!(fetches.load(Ordering::SeqCst), 1);
     }
@@ -473,8 +495,14 @@ mod tests {
     #[test]
     fn session_cookie_keeps_pairs_and_drops_cleared_cookies() {
         let mut h = http::HeaderMap::new();
-        h.append(header::SET_COOKIE, HeaderValue::from_static("JSESSIONID.3f2a=node0abc.node0; Path=/; HttpOnly"));
-        h.append(header::SET_COOKIE, HeaderValue::from_static("remember-me=; Max-Age=0; Path=/"));
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("JSESSIONID.3f2a=node0abc.node0; Path=/; HttpOnly"),
+        );
+        h.append(
+            header::SET_COOKIE,
+            HeaderValue::from_static("remember-me=; Max-Age=0; Path=/"),
+        );
         let c = session_cookie(&h).unwrap();
         assert_eq!(c, "JSESSIONID.3f2a=node0abc.node0");
         assert!(c.is_sensitive());

@@ -121,10 +121,7 @@ impl ProxyError {
             HeaderValue::from_static("text/plain; charset=utf-8"),
         );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
-        headers.insert(
-            header::CACHE_CONTROL,
-            HeaderValue::from_static("no-store"),
-        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
         resp
     }
 }
@@ -156,7 +153,11 @@ mod tests {
             (502, "upstream-failed"),
         ];
         for (e, (status, kind)) in upstream_errors().into_iter().zip(expected) {
-            cases.push((ProxyError::Crumb(CrumbError::Upstream(e.clone())), status, kind));
+            cases.push((
+                ProxyError::Crumb(CrumbError::Upstream(e.clone())),
+                status,
+                kind,
+            ));
             cases.push((ProxyError::Upstream(e), status, kind));
         }
         for e in [
@@ -183,6 +184,9 @@ mod tests {
         let resp = ProxyError::Crumb(CrumbError::BadCredentials).into_response();
         let text = resp.into_body().collect().await.unwrap().to_bytes();
         let text = std::str::from_utf8(&text).unwrap();
-        assert!(text.contains("401") && text.contains("credentials.username"), "{text}");
+        assert!(
+            text.contains("401") && text.contains("credentials.username"),
+            "{text}"
+        );
     }
 }

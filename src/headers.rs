@@ -174,7 +174,10 @@ mod tests {
 
     #[test]
     fn upgrade_needs_connection_token() {
-        let h = map(&[("connection", "keep-alive, Upgrade"), ("upgrade", "websocket")]);
+        let h = map(&[
+            ("connection", "keep-alive, Upgrade"),
+            ("upgrade", "websocket"),
+        ]);
         assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
         let h = map(&[("upgrade", "websocket")]);
         assert!(requested_upgrade(&h).is_none());
@@ -184,9 +187,18 @@ mod tests {
     fn location_rewrite() {
         let base = BaseUrl::parse("http://127.0.0.1:9000/jenkins/").unwrap();
         let cases = [
-            ("http://127.0.0.1:9000/jenkins/queue/item/3/", "http://127.0.0.1:8181/queue/item/3/"),
-            ("http://localhost:9000/jenkins/x", "http://localhost:9000/jenkins/x"),
-            ("https://127.0.0.1:9000/jenkins/x", "https://127.0.0.1:9000/jenkins/x"),
+            (
+                "http://127.0.0.1:9000/jenkins/queue/item/3/",
+                "http://127.0.0.1:8181/queue/item/3/",
+            ),
+            (
+                "http://localhost:9000/jenkins/x",
+                "http://localhost:9000/jenkins/x",
+            ),
+            (
+                "https://127.0.0.1:9000/jenkins/x",
+                "https://127.0.0.1:9000/jenkins/x",
+            ),
             ("/jenkins/job/a/", "/job/a/"),
             ("/other/", "/other/"),
             ("queue/item/3/", "queue/item/3/"),

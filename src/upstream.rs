@@ -43,7 +43,9 @@ impl BaseUrl {
                 .to_owned()
         })?;
         if scheme != Scheme::HTTP && scheme != Scheme::HTTPS {
-            return Err(format!("scheme {scheme} is not supported; use http or https"));
+            return Err(format!(
+                "scheme {scheme} is not supported; use http or https"
+            ));
         }
         let authority = uri
             .authority()
@@ -286,7 +288,10 @@ mod tests {
             "https://ci.example.com/jenkins/job/x/build?delay=0sec"
         );
         let b = base("http://127.0.0.1:8080");
-        assert_eq!(b.join(&pq).unwrap(), "http://127.0.0.1:8080/job/x/build?delay=0sec");
+        assert_eq!(
+            b.join(&pq).unwrap(),
+            "http://127.0.0.1:8080/job/x/build?delay=0sec"
+        );
         assert_eq!(b.to_string(), "http://127.0.0.1:8080/");
     }
 

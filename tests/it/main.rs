@@ -1,1 +1,14 @@
 //! One integration test binary (ripgrep's layout).
+
+// Test helpers outside `#[test]` functions fail loudly on a broken set-up.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod binary;
+mod configs;
+mod crumbs;
+mod forwarding;
+mod mock;
+mod streaming;

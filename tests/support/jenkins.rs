@@ -1,0 +1,2355 @@
+//! `MockJenkins`: a test double of a Jenkins controller, as seen by remote-API clients.
+//!
+//! It reproduces what `/work/shared/jenkins-behavior.md` (cited below as "behaviour §N")
+//! describes: Basic authentication with passwords and API tokens (§2), HTTP sessions and their
+//! idle timeout (§3), the crumb issuer (§4) with session-bound crumbs (§5), the CSRF filter and
+//! Jetty's exact rejection page (§6), and the endpoints a proxy test exercises (§7): build
+//! triggers with queue folding, queue items, the root and job APIs, streamed artifacts,
+//! progressive console text and `config.xml`.
+//!
+//! It records every request it receives ([`Recorded`]) so that tests assert on what Jenkins
+//! saw, not only on what the client got, and it fails loudly: a request to a route it does not
+//! know is answered with a 404 *and* remembered, and [`MockJenkins::finish`] panics listing
+//! such requests and re-raises panics of the server tasks (linkerd's `integration/src/server.rs`).
+//!
+//! What it leaves out: HTML pages are small stand-ins for the Jelly pages (only the parts
+//! that matter to a client are kept); there is no login form, no views, no `tree=`, no real
+//! builds. Request bodies are read streaming; only the first [`RECORD_CAP`] bytes are kept.
+//!
+//! The file is self-contained (only external crates are used) because both the integration
+//! tests (`tests/support/mod.rs`) and `examples/mock_jenkins.rs` include it with `#[path]`.
+
+// Test-support code shared by two crates: items unused by one of them are expected, and the
+// `pub` items are the API of this module even though the module itself is private there.
+#![allow(dead_code, unreachable_pub)]
+// A failure inside the double is a bug in the double or in the test that configured it; such
+// panics surface through `MockJenkins::finish` (or at configuration time), which is the point.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Request, Response, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sha2::{Digest as _, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio::time::Instant;
+
+/// Version reported in `X-Jenkins` (the version the third-party captures of behaviour §2 used).
+pub const JENKINS_VERSION: &str = "2.541.3";
+/// How much of each request body [`Recorded::body`] keeps.
+pub const RECORD_CAP: usize = 1 << 20;
+/// The message of the CSRF rejection (behaviour §6); clients match on it.
+pub const CRUMB_REJECTION: &str = "No valid crumb was included in the request";
+/// Default crumb field since Jenkins 2.0 (behaviour §1, §4).
+pub const DEFAULT_CRUMB_FIELD: &str = "Jenkins-Crumb";
+/// Jetty's default session idle timeout (`webdefault-ee9.xml`, behaviour §3.2).
+pub const DEFAULT_SESSION_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+/// Default quiet period of a job (behaviour §7.1).
+pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(5);
+/// The job every double has.
+pub const SAMPLE_JOB: &str = "sample-job";
+/// The build whose console log [`ProgressiveControl`] feeds.
+pub const PROGRESSIVE_BUILD: u32 = 1;
+
+/// Artifact bytes are `(i % PATTERN_MODULUS) as u8`: a prime, so chunk boundaries never line
+/// up with the pattern and a dropped or repeated chunk changes the digest.
+const PATTERN_MODULUS: u64 = 251;
+/// Size of the body frames an artifact is streamed in.
+const ARTIFACT_CHUNK: usize = 64 * 1024;
+/// The Jetty footer of behaviour §6.
+const JETTY_FOOTER: &str =
+    "<hr/><a href=\"https://jetty.org/\">Powered by Jetty:// 12.1.8</a><hr/>";
+/// `X-You-Are-In-Group-Disabled` value of `AccessDeniedException3.reportAsHeaders` (behaviour §2).
+const GROUP_HEADERS_DISABLED: &str = "JENKINS-39402: use -Dhudson.security.AccessDeniedException2.REPORT_GROUP_HEADERS=true or use /whoAmI to diagnose";
+/// `Last-Modified` of every artifact (a fixed date keeps `If-Modified-Since` tests simple).
+const ARTIFACT_LAST_MODIFIED: &str = "Tue, 25 Nov 2025 20:00:00 GMT";
+
+/// The artifact/upload pattern: `len` bytes starting at stream offset `offset`.
+pub fn pattern_bytes(offset: u64, len: usize) -> Vec<u8> {
+    (offset..offset + len as u64)
+        .map(|i| (i % PATTERN_MODULUS) as u8)
+        .collect()
+}
+
+/// FNV-1a (64 bit) of `data`: the digest [`Recorded::body_digest`] holds. Chosen over SHA-256
+/// because it is order-sensitive yet fast enough in unoptimised test builds for 100 MiB bodies.
+pub fn fnv1a64(data: &[u8]) -> u64 {
+    let mut digest = Fnv1a64::new();
+    digest.update(data);
+    digest.finish()
+}
+
+/// Streaming form of [`fnv1a64`].
+#[derive(Clone, Copy, Debug)]
+pub struct Fnv1a64(u64);
+
+impl Fnv1a64 {
+    pub fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub fn update(&mut self, data: &[u8]) {
+        for &b in data {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    pub fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl Default for Fnv1a64 {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One request as the double received it, and what it answered.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: Method,
+    /// As received, including the context path.
+    pub path: String,
+    pub query: Option<String>,
+    /// Exactly as received.
+    pub headers: HeaderMap,
+    /// The first [`RECORD_CAP`] bytes of the body.
+    pub body: Bytes,
+    /// Full length of the body received.
+    pub body_len: u64,
+    /// [`fnv1a64`] over the full body.
+    pub body_digest: u64,
+    /// What the double answered.
+    pub status: StatusCode,
+    /// Authenticated user; `None` for anonymous (and for rejected credentials).
+    pub user: Option<String>,
+    /// The secret was an API token (behaviour §2); such requests are exempt from CSRF checks.
+    pub via_api_token: bool,
+    /// Index of the TCP connection it arrived on (0 for the first accepted connection).
+    pub connection: usize,
+}
+
+// === impl Builder ===
+
+/// Configures a [`MockJenkins`]; see [`MockJenkins::builder`].
+#[derive(Debug)]
+pub struct Builder {
+    context_path: String,
+    passwords: HashMap<String, String>,
+    api_tokens: HashMap<String, Vec<String>>,
+    csrf: bool,
+    crumb_field: String,
+    session_timeout: Duration,
+    quiet_period: Duration,
+    jobs: BTreeSet<String>,
+    denied: HashSet<(String, String)>,
+    artifacts: HashMap<(String, u32, String), u64>,
+    upload_sink: bool,
+    delays: HashMap<String, Duration>,
+    extra_headers: HashMap<String, Vec<(HeaderName, HeaderValue)>>,
+}
+
+impl Builder {
+    /// Serve everything under `p` (`""` for the root, or e.g. `"/jenkins"`; behaviour §3.1
+    /// `Path=<context path>`).
+    pub fn context_path(mut self, p: &str) -> Self {
+        let trimmed = p.trim_end_matches('/');
+        self.context_path = if trimmed.is_empty() || trimmed.starts_with('/') {
+            trimmed.to_owned()
+        } else {
+            format!("/{trimmed}")
+        };
+        self
+    }
+
+    /// A user with a real password (behaviour §2: a password-authenticated POST needs a crumb).
+    pub fn user(mut self, name: &str, password: &str) -> Self {
+        self.passwords.insert(name.to_owned(), password.to_owned());
+        self
+    }
+
+    /// An API token of `user` (behaviour §2: token requests need no crumb, §6).
+    pub fn api_token(mut self, user: &str, token: &str) -> Self {
+        self.api_tokens
+            .entry(user.to_owned())
+            .or_default()
+            .push(token.to_owned());
+        self
+    }
+
+    /// CSRF protection at start (default on; behaviour §4 for "off").
+    pub fn csrf(mut self, enabled: bool) -> Self {
+        self.csrf = enabled;
+        self
+    }
+
+    /// The crumb request field (default `Jenkins-Crumb`; `.crumb` before Jenkins 2.0).
+    pub fn crumb_field(mut self, name: &str) -> Self {
+        self.crumb_field = name.to_owned();
+        self
+    }
+
+    /// Session idle timeout (default 30 min, behaviour §3.2).
+    pub fn session_timeout(mut self, d: Duration) -> Self {
+        self.session_timeout = d;
+        self
+    }
+
+    /// Quiet period of new queue items (default 5 s); items leave the queue after it and queue
+    /// folding (behaviour §7.1) only reuses items still waiting. `?delay=Nsec` overrides it.
+    pub fn quiet_period(mut self, d: Duration) -> Self {
+        self.quiet_period = d;
+        self
+    }
+
+    /// Another freestyle job (`sample-job` always exists).
+    pub fn job(mut self, name: &str) -> Self {
+        self.jobs.insert(name.to_owned());
+        self
+    }
+
+    /// `user` lacks Item/Build on `job`: build triggers get `AccessDeniedHandlerImpl`'s 403.
+    pub fn deny_job(mut self, job: &str, user: &str) -> Self {
+        self.jobs.insert(job.to_owned());
+        self.denied.insert((job.to_owned(), user.to_owned()));
+        self
+    }
+
+    /// `GET <ctx>/job/JOB/BUILD/artifact/PATH` streams `size` pattern bytes ([`pattern_bytes`]).
+    pub fn artifact(mut self, job: &str, build: u32, path: &str, size: u64) -> Self {
+        self.jobs.insert(job.to_owned());
+        self.artifacts
+            .insert((job.to_owned(), build, path.to_owned()), size);
+        self
+    }
+
+    /// Accept request bodies larger than [`RECORD_CAP`]. They are always read streaming and
+    /// only counted and digested beyond the cap; without this switch such a body is recorded
+    /// as unexpected, so a test that did not plan for a large upload notices one.
+    pub fn upload_sink(mut self) -> Self {
+        self.upload_sink = true;
+        self
+    }
+
+    /// Wait `d` before answering requests to exactly this full path (the request is handled
+    /// and recorded first, as a slow Jenkins would have acted on it).
+    pub fn response_delay(mut self, path: &str, d: Duration) -> Self {
+        self.delays.insert(path.to_owned(), d);
+        self
+    }
+
+    /// Headers appended to every response to exactly this full path.
+    ///
+    /// # Panics
+    /// If a name or value is not a valid header.
+    pub fn extra_response_headers(mut self, path: &str, headers: Vec<(String, String)>) -> Self {
+        let converted = headers.into_iter().map(|(name, value)| {
+            (
+                HeaderName::try_from(name).expect("extra header name"),
+                HeaderValue::try_from(value).expect("extra header value"),
+            )
+        });
+        self.extra_headers
+            .entry(path.to_owned())
+            .or_default()
+            .extend(converted);
+        self
+    }
+
+    /// Bind `127.0.0.1:0` and serve.
+    ///
+    /// # Panics
+    /// If the loopback socket cannot be bound.
+    pub async fn start(self) -> MockJenkins {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        self.start_on(addr).await.expect("bind the mock Jenkins")
+    }
+
+    /// Bind `addr` and serve. The socket is bound before this returns, so clients may connect
+    /// at once (no readiness wait needed).
+    ///
+    /// # Errors
+    /// If `addr` cannot be bound.
+    pub async fn start_on(self, addr: SocketAddr) -> std::io::Result<MockJenkins> {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let mut next_build = HashMap::new();
+        for job in &self.jobs {
+            // Build numbers continue after the builds that already exist (artifacts, the log).
+            let existing = self
+                .artifacts
+                .keys()
+                .filter(|(j, _, _)| j == job)
+                .map(|(_, b, _)| *b)
+                .chain((job == SAMPLE_JOB).then_some(PROGRESSIVE_BUILD))
+                .max()
+                .unwrap_or(0);
+            next_build.insert(job.clone(), existing + 1);
+        }
+        let config = Config {
+            context: self.context_path,
+            passwords: self.passwords,
+            api_tokens: self.api_tokens,
+            crumb_field: self.crumb_field,
+            session_timeout: self.session_timeout,
+            quiet_period: self.quiet_period,
+            jobs: self.jobs,
+            denied: self.denied,
+            artifacts: self.artifacts,
+            upload_sink: self.upload_sink,
+            delays: self.delays,
+            extra_headers: self.extra_headers,
+            cookie_name: format!("JSESSIONID.{:08x}", rand::random::<u32>()),
+            salt: format!("{:016x}", rand::random::<u64>()),
+            instance_hash: format!("{:08x}", rand::random::<u32>()),
+        };
+        let shared = Arc::new(Shared {
+            config,
+            addr,
+            csrf: AtomicBool::new(self.csrf),
+            connections: AtomicUsize::new(0),
+            received_bytes: watch::channel(0).0,
+            state: Mutex::new(State {
+                next_queue_id: 1,
+                next_build,
+                ..State::default()
+            }),
+            log: Arc::new(Mutex::new(LogState {
+                text: Vec::new(),
+                running: true,
+                watchers: Vec::new(),
+            })),
+        });
+        let (stop_tx, stop_rx) = oneshot::channel();
+        let server = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stop_rx));
+        Ok(MockJenkins {
+            shared,
+            addr,
+            server: Some(server),
+            stop: Some(stop_tx),
+        })
+    }
+}
+
+// === impl MockJenkins ===
+
+/// Handle to a running double. Dropping it aborts the server and every connection.
+#[derive(Debug)]
+pub struct MockJenkins {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    server: Option<JoinHandle<Vec<String>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl MockJenkins {
+    pub fn builder() -> Builder {
+        Builder {
+            context_path: String::new(),
+            passwords: HashMap::new(),
+            api_tokens: HashMap::new(),
+            csrf: true,
+            crumb_field: DEFAULT_CRUMB_FIELD.to_owned(),
+            session_timeout: DEFAULT_SESSION_TIMEOUT,
+            quiet_period: DEFAULT_QUIET_PERIOD,
+            jobs: BTreeSet::from([SAMPLE_JOB.to_owned()]),
+            denied: HashSet::new(),
+            artifacts: HashMap::new(),
+            upload_sink: false,
+            delays: HashMap::new(),
+            extra_headers: HashMap::new(),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `http://127.0.0.1:PORT<context>/`.
+    pub fn root_url(&self) -> String {
+        format!("http://{}{}/", self.addr, self.shared.config.context)
+    }
+
+    /// The context path (`""` or e.g. `"/jenkins"`).
+    pub fn context_path(&self) -> &str {
+        &self.shared.config.context
+    }
+
+    /// Name of the session cookie (`JSESSIONID.<8 hex>`, random per double like per Jenkins
+    /// start, behaviour §3.1).
+    pub fn cookie_name(&self) -> &str {
+        &self.shared.config.cookie_name
+    }
+
+    /// The configured crumb field.
+    pub fn crumb_field(&self) -> &str {
+        &self.shared.config.crumb_field
+    }
+
+    /// Every request received, in the order they were answered.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.shared.lock().requests.clone()
+    }
+
+    /// Requests whose full path (context prefix included) equals `path`.
+    pub fn requests_to(&self, path: &str) -> Vec<Recorded> {
+        self.shared
+            .lock()
+            .requests
+            .iter()
+            .filter(|r| r.path == path)
+            .cloned()
+            .collect()
+    }
+
+    /// GETs of `crumbIssuer/api/{json,xml,python}` that reached the double, whatever the answer.
+    pub fn crumb_fetches(&self) -> usize {
+        self.shared.lock().crumb_fetches
+    }
+
+    /// Build triggers of `job` that passed authentication, CSRF and permission checks. Queue
+    /// folding does not reduce this count.
+    pub fn accepted_triggers(&self, job: &str) -> usize {
+        self.shared.lock().triggers.get(job).copied().unwrap_or(0)
+    }
+
+    /// TCP connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Request body bytes received so far, over all requests (including bodies still arriving).
+    pub fn received_body_bytes(&self) -> u64 {
+        *self.shared.received_bytes.borrow()
+    }
+
+    /// Wait until at least `n` request body bytes have arrived in total; lets a test prove
+    /// that a proxy forwards the start of a body before the client has sent the rest.
+    pub async fn wait_received_body_bytes(&self, n: u64) {
+        let mut rx = self.shared.received_bytes.subscribe();
+        // The sender lives in `self.shared`, so `wait_for` cannot fail while `self` exists.
+        let _ = rx.wait_for(|received| *received >= n).await;
+    }
+
+    /// Invalidate every existing session, as after an idle timeout (behaviour §3.2).
+    pub fn expire_sessions(&self) {
+        self.shared.lock().sessions.clear();
+    }
+
+    /// Switch CSRF protection at run time (behaviour §4: 404 issuer, no crumb needed).
+    pub fn set_csrf(&self, enabled: bool) {
+        self.shared.csrf.store(enabled, Ordering::SeqCst);
+    }
+
+    /// Ids of the sessions that are valid now (the cookie value minus `.node0`).
+    pub fn valid_session_ids(&self) -> Vec<String> {
+        let now = Instant::now();
+        let timeout = self.shared.config.session_timeout;
+        let mut ids: Vec<String> = self
+            .shared
+            .lock()
+            .sessions
+            .iter()
+            .filter(|(_, last)| now.duration_since(**last) < timeout)
+            .map(|(id, _)| id.clone())
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Every crumb handed out so far, in order, without repeats: by the crumb issuer and
+    /// embedded in HTML pages (`data-crumb-value`, behaviour §3.3).
+    pub fn issued_crumbs(&self) -> Vec<String> {
+        self.shared.lock().issued_crumbs.clone()
+    }
+
+    /// The crumb the double expects from `user` in session `session_id` (behaviour §5).
+    pub fn crumb_for(&self, user: &str, session_id: &str) -> String {
+        self.shared.crumb_for(user, session_id)
+    }
+
+    /// Requests recorded as unexpected so far (see [`MockJenkins::finish`]).
+    pub fn unexpected(&self) -> Vec<String> {
+        self.shared.lock().unexpected.clone()
+    }
+
+    /// Control of the console log of `sample-job` #1.
+    pub fn progressive(&self) -> ProgressiveControl {
+        ProgressiveControl {
+            log: Arc::clone(&self.shared.log),
+        }
+    }
+
+    /// Stop serving and check the run.
+    ///
+    /// # Panics
+    /// If any request was unexpected (unknown route, path outside the context, unplanned
+    /// large body), or if the server or a connection task panicked.
+    pub async fn finish(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let mut problems = Vec::new();
+        if let Some(server) = self.server.take() {
+            match server.await {
+                Ok(panics) => problems.extend(panics.into_iter().map(|p| format!("panic: {p}"))),
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => problems.push(format!("server task: {e}")),
+            }
+        }
+        problems.extend(self.unexpected());
+        assert!(
+            problems.is_empty(),
+            "mock Jenkins saw problems:\n  {}",
+            problems.join("\n  ")
+        );
+    }
+}
+
+impl Drop for MockJenkins {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            // Dropping the accept loop's `JoinSet` aborts the connection tasks too.
+            server.abort();
+        }
+    }
+}
+
+// === impl ProgressiveControl ===
+
+/// Feeds the running build `sample-job` #1 whose log `logText/progressiveText` serves.
+///
+/// The build starts running with an empty log. A request made while it runs gets the log from
+/// `start` and then every later [`push`](Self::push) as its own body frame, until
+/// [`finish`](Self::finish) ends the build and with it every such response.
+#[derive(Clone, Debug)]
+pub struct ProgressiveControl {
+    log: Arc<Mutex<LogState>>,
+}
+
+impl ProgressiveControl {
+    /// Append `chunk` to the log and send it to every open progressive response.
+    pub fn push(&self, chunk: &str) {
+        if chunk.is_empty() {
+            return;
+        }
+        let bytes = Bytes::copy_from_slice(chunk.as_bytes());
+        let mut log = lock(&self.log);
+        log.text.extend_from_slice(&bytes);
+        log.watchers.retain(|tx| tx.send(bytes.clone()).is_ok());
+    }
+
+    /// The build is complete: open responses end, later ones lack `X-More-Data`.
+    pub fn finish(&self) {
+        let mut log = lock(&self.log);
+        log.running = false;
+        log.watchers.clear();
+    }
+
+    /// Open progressive responses still waiting for chunks.
+    pub fn watchers(&self) -> usize {
+        let mut log = lock(&self.log);
+        log.watchers.retain(|tx| !tx.is_closed());
+        log.watchers.len()
+    }
+
+    /// Log size in bytes (what `X-Text-Size` reports).
+    pub fn len(&self) -> usize {
+        lock(&self.log).text.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+// === shared state ===
+
+/// What the builder fixed; never changes while serving.
+#[derive(Debug)]
+struct Config {
+    context: String,
+    passwords: HashMap<String, String>,
+    api_tokens: HashMap<String, Vec<String>>,
+    crumb_field: String,
+    session_timeout: Duration,
+    quiet_period: Duration,
+    jobs: BTreeSet<String>,
+    denied: HashSet<(String, String)>,
+    artifacts: HashMap<(String, u32, String), u64>,
+    upload_sink: bool,
+    delays: HashMap<String, Duration>,
+    extra_headers: HashMap<String, Vec<(HeaderName, HeaderValue)>>,
+    cookie_name: String,
+    salt: String,
+    instance_hash: String,
+}
+
+/// State shared by the handle and the connection tasks.
+///
+/// A std `Mutex` is enough: every critical section is short and synchronous (the request
+/// handler computes the whole response under one lock and awaits only afterwards), which
+/// is the case mini-redis' `db.rs` gives for preferring it to tokio's.
+#[derive(Debug)]
+struct Shared {
+    config: Config,
+    addr: SocketAddr,
+    csrf: AtomicBool,
+    connections: AtomicUsize,
+    received_bytes: watch::Sender<u64>,
+    state: Mutex<State>,
+    log: Arc<Mutex<LogState>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    requests: Vec<Recorded>,
+    unexpected: Vec<String>,
+    /// Session id -> last access (behaviour §3.2: idle timeout refreshed by every request).
+    sessions: HashMap<String, Instant>,
+    issued_crumbs: Vec<String>,
+    crumb_fetches: usize,
+    triggers: HashMap<String, usize>,
+    queue: Vec<QueueItem>,
+    next_queue_id: u64,
+    next_build: HashMap<String, u32>,
+    configs: HashMap<String, Bytes>,
+}
+
+#[derive(Debug)]
+struct QueueItem {
+    id: u64,
+    job: String,
+    /// Parameters that make two triggers equivalent; `None` for `/build`, a never-equal key
+    /// for multipart uploads (file parameters).
+    params: Option<String>,
+    user: String,
+    since_ms: u64,
+    due: Instant,
+    /// Build number once the item has left the queue.
+    started: Option<u32>,
+}
+
+#[derive(Debug)]
+struct LogState {
+    text: Vec<u8>,
+    running: bool,
+    /// One sender per open progressive response. Unbounded because `push` is synchronous;
+    /// the test that calls `push` bounds what goes through.
+    watchers: Vec<mpsc::UnboundedSender<Bytes>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere is reported by `finish`; keep serving so that it can be.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        lock(&self.state)
+    }
+
+    /// Behaviour §5: `lowercase_hex(SHA-256("<user>;<sessionId>" || salt))`.
+    fn crumb_for(&self, user: &str, session_id: &str) -> String {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("{user};{session_id}").as_bytes());
+        hasher.update(self.config.salt.as_bytes());
+        hex(&hasher.finalize())
+    }
+
+    fn cookie_path(&self) -> &str {
+        if self.config.context.is_empty() {
+            "/"
+        } else {
+            &self.config.context
+        }
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().fold(String::new(), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}
+
+// === server ===
+
+/// Accept loop: one task per connection, all in a `JoinSet` so that aborting this task (on
+/// drop) aborts them. Returns the panic messages of connection tasks.
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stop: oneshot::Receiver<()>,
+) -> Vec<String> {
+    let mut connections = JoinSet::new();
+    let mut panics = Vec::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let index = shared.connections.fetch_add(1, Ordering::SeqCst);
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared), index));
+                }
+                Err(error) => {
+                    // As axum's listener does: never leave the loop; back off on e.g. EMFILE.
+                    tracing::warn!(%error, "mock jenkins accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = connections.join_next() => collect_panic(done, &mut panics),
+        }
+    }
+    connections.abort_all();
+    while let Some(done) = connections.join_next().await {
+        collect_panic(done, &mut panics);
+    }
+    panics
+}
+
+fn collect_panic(done: Result<(), tokio::task::JoinError>, panics: &mut Vec<String>) {
+    if let Err(e) = done {
+        if e.is_panic() {
+            let payload = e.into_panic();
+            let message = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                .unwrap_or_else(|| "non-string panic payload".to_owned());
+            panics.push(message);
+        }
+    }
+}
+
+async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, index: usize) {
+    let service = service_fn(move |req| serve_request(Arc::clone(&shared), index, req));
+    let result = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(Duration::from_secs(30))
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
+    if let Err(error) = result {
+        tracing::debug!(%error, connection = index, "mock jenkins connection ended with error");
+    }
+}
+
+/// A request body as received: counted and digested in full, kept up to [`RECORD_CAP`].
+#[derive(Debug)]
+struct Received {
+    head: Bytes,
+    len: u64,
+    digest: u64,
+    complete: bool,
+}
+
+async fn receive(mut body: Incoming, shared: &Shared) -> Received {
+    let mut head = BytesMut::new();
+    let mut len = 0u64;
+    let mut digest = Fnv1a64::new();
+    let mut complete = true;
+    while let Some(frame) = body.frame().await {
+        let Ok(frame) = frame else {
+            complete = false;
+            break;
+        };
+        if let Ok(data) = frame.into_data() {
+            let room = RECORD_CAP.saturating_sub(head.len());
+            head.extend_from_slice(&data[..room.min(data.len())]);
+            digest.update(&data);
+            len += data.len() as u64;
+            shared
+                .received_bytes
+                .send_modify(|n| *n += data.len() as u64);
+        }
+    }
+    Received {
+        head: head.freeze(),
+        len,
+        digest: digest.finish(),
+        complete,
+    }
+}
+
+async fn serve_request(
+    shared: Arc<Shared>,
+    connection: usize,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let received = receive(body, &shared).await;
+    let mut ex = Exchange::new(&shared, &parts, &received);
+    let mut response = ex.respond();
+    let path = parts.uri.path();
+    if let Some(extra) = shared.config.extra_headers.get(path) {
+        for (name, value) in extra {
+            response.headers_mut().append(name.clone(), value.clone());
+        }
+    }
+    tracing::info!(
+        method = %parts.method,
+        path,
+        status = response.status().as_u16(),
+        user = ex.user.as_deref().unwrap_or("anonymous"),
+        via_api_token = ex.via_api_token,
+        "mock jenkins request"
+    );
+    let record = Recorded {
+        method: parts.method.clone(),
+        path: path.to_owned(),
+        query: parts.uri.query().map(str::to_owned),
+        headers: parts.headers.clone(),
+        body: received.head.clone(),
+        body_len: received.len,
+        body_digest: received.digest,
+        status: response.status(),
+        user: ex.user.take(),
+        via_api_token: ex.via_api_token,
+        connection,
+    };
+    {
+        let mut state = shared.lock();
+        if let Some(reason) = ex.unexpected.take() {
+            state
+                .unexpected
+                .push(format!("{} {}: {reason}", parts.method, parts.uri));
+        }
+        state.requests.push(record);
+    }
+    if let Some(delay) = shared.config.delays.get(path) {
+        tokio::time::sleep(*delay).await;
+    }
+    Ok(response)
+}
+
+// === request handling ===
+
+/// One request on its way through the emulated filter chain (behaviour §6: authentication,
+/// then the CSRF filter, then Stapler dispatch).
+struct Exchange<'a> {
+    shared: &'a Shared,
+    parts: &'a Parts,
+    body: &'a Received,
+    now: Instant,
+    /// Valid session presented by the client, or created while answering.
+    session: Option<String>,
+    /// The session was created by this request: the response carries `Set-Cookie`.
+    new_session: bool,
+    user: Option<String>,
+    via_api_token: bool,
+    unexpected: Option<String>,
+}
+
+impl<'a> Exchange<'a> {
+    fn new(shared: &'a Shared, parts: &'a Parts, body: &'a Received) -> Self {
+        Self {
+            shared,
+            parts,
+            body,
+            now: Instant::now(),
+            session: None,
+            new_session: false,
+            user: None,
+            via_api_token: false,
+            unexpected: None,
+        }
+    }
+
+    fn respond(&mut self) -> Response<MockBody> {
+        let mut response = self.respond_inner();
+        let headers = response.headers_mut();
+        // Behaviour §2: `HudsonFilter` sets it on every response.
+        headers.insert(
+            HeaderName::from_static("x-content-type-options"),
+            HeaderValue::from_static("nosniff"),
+        );
+        if self.new_session {
+            if let Some(id) = &self.session {
+                // Behaviour §3.1.
+                let cookie = format!(
+                    "{}={id}.node0; Path={}; HttpOnly",
+                    self.shared.config.cookie_name,
+                    self.shared.cookie_path()
+                );
+                headers.append(header::SET_COOKIE, value(cookie));
+                headers.insert(
+                    header::EXPIRES,
+                    HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"),
+                );
+            }
+        }
+        response
+    }
+
+    fn respond_inner(&mut self) -> Response<MockBody> {
+        let config = &self.shared.config;
+        if !self.body.complete {
+            return jetty_error(
+                StatusCode::BAD_REQUEST,
+                "Bad Request",
+                self.parts.uri.path(),
+            );
+        }
+        if self.body.len > RECORD_CAP as u64 && !config.upload_sink {
+            self.unexpected = Some(format!(
+                "request body of {} bytes exceeds the record cap; call Builder::upload_sink() if intended",
+                self.body.len
+            ));
+        }
+        let full_path = self.parts.uri.path();
+        let Some(rel) = strip_context(full_path, &config.context) else {
+            self.unexpected = Some("outside the context path".to_owned());
+            return jetty_error(StatusCode::NOT_FOUND, "Not Found", full_path);
+        };
+        let rel = rel.to_owned();
+
+        // Jetty looks up (and so refreshes) the requested session first (behaviour §3.2).
+        self.session = self.find_session();
+
+        // Authentication filter (behaviour §2).
+        match self.authenticate() {
+            Ok(()) => {}
+            Err(()) => return self.unauthorized(),
+        }
+
+        // CSRF filter (behaviour §6): before dispatch, so even unknown URLs get the crumb 403.
+        if self.parts.method == Method::POST
+            && self.shared.csrf.load(Ordering::SeqCst)
+            && !self.via_api_token
+            && rel != "/cli"
+            && !self.crumb_is_valid()
+        {
+            let mut response = jetty_error(
+                StatusCode::FORBIDDEN,
+                CRUMB_REJECTION,
+                self.parts.uri.path(),
+            );
+            response.headers_mut().insert(
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("must-revalidate,no-cache,no-store"),
+            );
+            return response;
+        }
+
+        let route = Route::parse(&rel);
+        // Overall/Read is needed for everything but `whoAmI` (behaviour §2).
+        if self.user.is_none() && !matches!(route, Route::WhoAmI) {
+            return self.anonymous_denied();
+        }
+        self.dispatch(route)
+    }
+
+    fn find_session(&self) -> Option<String> {
+        let name = &self.shared.config.cookie_name;
+        let timeout = self.shared.config.session_timeout;
+        let mut state = self.shared.lock();
+        let now = self.now;
+        state
+            .sessions
+            .retain(|_, last| now.duration_since(*last) < timeout);
+        let ids: Vec<String> = self
+            .parts
+            .headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|pair| pair.trim().split_once('='))
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.split('.').next().unwrap_or(v).to_owned())
+            .collect();
+        let id = ids.into_iter().find(|id| state.sessions.contains_key(id))?;
+        state.sessions.insert(id.clone(), now);
+        Some(id)
+    }
+
+    /// `request.getSession()`: the current session, or a new one.
+    fn ensure_session(&mut self) -> String {
+        if let Some(id) = &self.session {
+            return id.clone();
+        }
+        let id = new_session_id();
+        self.shared.lock().sessions.insert(id.clone(), self.now);
+        self.session = Some(id.clone());
+        self.new_session = true;
+        id
+    }
+
+    /// Behaviour §2: only `Basic`; token first, then password. `Err` means 401.
+    fn authenticate(&mut self) -> Result<(), ()> {
+        let Some(value) = self.parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(());
+        };
+        let Ok(value) = value.to_str() else {
+            return Err(());
+        };
+        let value = value.trim();
+        let is_basic = value.len() >= 6 && value[..6].eq_ignore_ascii_case("basic ");
+        if !is_basic {
+            // Other schemes are ignored: the request stays anonymous.
+            return Ok(());
+        }
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(value[6..].trim())
+            .map_err(|_| ())?;
+        let decoded = String::from_utf8(decoded).map_err(|_| ())?;
+        let (name, secret) = decoded.split_once(':').ok_or(())?;
+        let config = &self.shared.config;
+        let token_ok = config
+            .api_tokens
+            .get(name)
+            .is_some_and(|tokens| tokens.iter().any(|t| t == secret));
+        if token_ok {
+            self.user = Some(name.to_owned());
+            self.via_api_token = true;
+            return Ok(());
+        }
+        if config.passwords.get(name).is_some_and(|p| p == secret) {
+            self.user = Some(name.to_owned());
+            return Ok(());
+        }
+        Err(())
+    }
+
+    /// `BasicAuthenticationEntryPoint` plus remember-me `loginFail` (behaviour §2).
+    fn unauthorized(&self) -> Response<MockBody> {
+        let mut response = jetty_error(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            self.parts.uri.path(),
+        );
+        let headers = response.headers_mut();
+        headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"Jenkins\""),
+        );
+        headers.append(
+            header::SET_COOKIE,
+            value(format!(
+                "remember-me=; Max-Age=0; Expires=Thu, 01-Jan-1970 00:00:00 GMT; Path={}; HttpOnly",
+                self.shared.cookie_path()
+            )),
+        );
+        response
+    }
+
+    /// Behaviour §6: header (case-insensitive name), else query parameter, else urlencoded
+    /// form parameter; never multipart. A presented crumb is validated against the current
+    /// session, creating one if there is none (behaviour §3.3 item 2).
+    fn crumb_is_valid(&mut self) -> bool {
+        let field = self.shared.config.crumb_field.clone();
+        let from_header = HeaderName::try_from(field.as_str())
+            .ok()
+            .and_then(|name| self.parts.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let presented = from_header
+            .or_else(|| param(self.parts.uri.query().unwrap_or(""), &field))
+            .or_else(|| {
+                is_form(&self.parts.headers)
+                    .then(|| param(&String::from_utf8_lossy(&self.body.head), &field))
+                    .flatten()
+            });
+        // The legacy `.crumb` lookup's result is discarded by `CrumbFilter` (behaviour §6),
+        // so it is not looked up here at all.
+        let Some(presented) = presented else {
+            return false;
+        };
+        let session = self.ensure_session();
+        let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
+        presented == self.shared.crumb_for(&user, &session)
+    }
+
+    /// `HudsonAuthenticationEntryPoint` (behaviour §2), with its request-cache session.
+    fn anonymous_denied(&mut self) -> Response<MockBody> {
+        self.ensure_session();
+        let xhr = self
+            .parts
+            .headers
+            .get("x-requested-with")
+            .is_some_and(|v| v == "XMLHttpRequest");
+        if xhr {
+            return jetty_error(StatusCode::FORBIDDEN, "Forbidden", self.parts.uri.path());
+        }
+        let mut from = self.parts.uri.path().to_owned();
+        if let Some(q) = self.parts.uri.query().filter(|q| !q.is_empty()) {
+            from.push('?');
+            from.push_str(q);
+        }
+        let login = format!(
+            "{}/login?from={}",
+            self.shared.config.context,
+            url_encode(&from)
+        );
+        let mut body = format!(
+            "<html><head><meta http-equiv='refresh' content='1;url={login}'/>\
+             <script>window.location.replace('{login}');</script></head>\
+             <body style='background-color:white; color:white;'>\n\n\n\
+             Authentication required\n<!--\n"
+        );
+        body.push_str(&permission_report("anonymous", &["anonymous"], READ_CHAIN));
+        body.push_str("-->\n\n</body></html>");
+        body.push_str(&" ".repeat(300));
+        let mut response = html(StatusCode::FORBIDDEN, "text/html;charset=UTF-8", body);
+        self.advertise(response.headers_mut());
+        report_as_headers(response.headers_mut(), "anonymous", READ_CHAIN);
+        response
+    }
+
+    /// `Functions.advertiseHeaders`.
+    fn advertise(&self, headers: &mut HeaderMap) {
+        headers.insert("x-hudson", HeaderValue::from_static("1.395"));
+        headers.insert("x-jenkins", HeaderValue::from_static(JENKINS_VERSION));
+        headers.insert(
+            "x-jenkins-session",
+            value(self.shared.config.instance_hash.clone()),
+        );
+    }
+
+    /// `Api.setHeaders` (behaviour §4).
+    fn api_headers(&self, headers: &mut HeaderMap) {
+        self.advertise(headers);
+        headers.insert("x-frame-options", HeaderValue::from_static("deny"));
+    }
+
+    /// `scheme://host[:port]` as Jetty sees the request, honouring `X-Forwarded-*`
+    /// (behaviour §7.1, §7.7).
+    fn request_base(&self) -> String {
+        let headers = &self.parts.headers;
+        let first = |name: &str| {
+            headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let scheme = first("x-forwarded-proto").unwrap_or_else(|| "http".to_owned());
+        let mut host = first("x-forwarded-host")
+            .or_else(|| first("host"))
+            .unwrap_or_else(|| self.shared.addr.to_string());
+        if let Some(port) = first("x-forwarded-port") {
+            let bare = match host.rsplit_once(':') {
+                Some((h, p)) if p.chars().all(|c| c.is_ascii_digit()) => h.to_owned(),
+                _ => host.clone(),
+            };
+            let default =
+                (scheme == "http" && port == "80") || (scheme == "https" && port == "443");
+            host = if default {
+                bare
+            } else {
+                format!("{bare}:{port}")
+            };
+        }
+        format!("{scheme}://{host}")
+    }
+
+    /// `Jenkins.getRootUrl()` derived from the request (no configured root URL).
+    fn root_url(&self) -> String {
+        format!("{}{}/", self.request_base(), self.shared.config.context)
+    }
+
+    fn pretty(&self) -> bool {
+        param(self.parts.uri.query().unwrap_or(""), "pretty").as_deref() == Some("true")
+    }
+
+    fn is_read(&self) -> bool {
+        self.parts.method == Method::GET || self.parts.method == Method::HEAD
+    }
+
+    fn json(&self, value: &Json) -> Response<MockBody> {
+        let text = if self.pretty() {
+            value.pretty()
+        } else {
+            value.compact()
+        };
+        let mut response = full(StatusCode::OK, "application/json;charset=UTF-8", text);
+        self.api_headers(response.headers_mut());
+        response
+    }
+
+    fn dispatch(&mut self, route: Route) -> Response<MockBody> {
+        match route {
+            Route::RootApi => self.root_api(),
+            Route::CrumbIssuer(flavour) => self.crumb_issuer(flavour),
+            Route::WhoAmI => self.who_am_i(),
+            Route::QueueItem(id) => self.queue_item(id),
+            Route::Job { name, rest } => {
+                if !self.shared.config.jobs.contains(&name) {
+                    // Unknown jobs are a normal answer, not a test failure.
+                    return self.not_found();
+                }
+                self.job(&name, rest)
+            }
+            Route::Unknown => {
+                self.unexpected = Some("no such route in the mock".to_owned());
+                self.not_found()
+            }
+        }
+    }
+
+    fn job(&mut self, name: &str, rest: JobRoute) -> Response<MockBody> {
+        match rest {
+            JobRoute::Api => self.job_api(name),
+            JobRoute::Build => self.trigger(name, false),
+            JobRoute::BuildWithParameters => self.trigger(name, true),
+            JobRoute::ConfigXml => self.config_xml(name),
+            JobRoute::Artifact { build, path } => self.artifact(name, build, &path),
+            JobRoute::ProgressiveText { build } => self.progressive_text(name, build),
+            JobRoute::Unknown => {
+                self.unexpected = Some("no such job route in the mock".to_owned());
+                self.not_found()
+            }
+        }
+    }
+
+    // --- pages ---
+
+    /// A full Jelly layout page: it forces a session and embeds the crumb (behaviour §3.3).
+    fn layout_page(&mut self, status: StatusCode, title: &str, main: &str) -> Response<MockBody> {
+        let session = self.ensure_session();
+        let crumb_attrs = if self.shared.csrf.load(Ordering::SeqCst) {
+            let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
+            let crumb = self.shared.crumb_for(&user, &session);
+            self.remember_crumb(&crumb);
+            format!(
+                " data-crumb-header=\"{}\" data-crumb-value=\"{crumb}\"",
+                self.shared.config.crumb_field
+            )
+        } else {
+            String::new()
+        };
+        let ctx = &self.shared.config.context;
+        let body = format!(
+            "<!DOCTYPE html><html><head data-rooturl=\"{ctx}\"{crumb_attrs}>\
+             <title>{title} - Jenkins</title></head>\
+             <body id=\"jenkins\"><div id=\"main-panel\">{main}</div></body></html>"
+        );
+        let mut response = html(status, "text/html;charset=utf-8", body);
+        self.advertise(response.headers_mut());
+        response
+    }
+
+    /// Jenkins' `_404.jelly`.
+    fn not_found(&mut self) -> Response<MockBody> {
+        self.layout_page(
+            StatusCode::NOT_FOUND,
+            "Not Found",
+            "<h1>Oops!</h1><p>This page may not exist, or you may not have permission to see it.</p>",
+        )
+    }
+
+    /// `requirePOST.jelly` (behaviour §7.1).
+    fn require_post(&mut self) -> Response<MockBody> {
+        let uri = escape_html(&self.parts.uri.to_string());
+        let mut response = self.layout_page(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "This URL requires POST",
+            &format!(
+                "<h1>This URL requires POST</h1><p>The URL you're trying to access requires that \
+                 requests be sent using POST (like a form submission). The button below allows \
+                 you to retry accessing this URL using POST.</p><p>URL being accessed: \
+                 <code>{uri}</code></p><form method=\"POST\"><input type=\"submit\" \
+                 value=\"Retry using POST\"/></form>"
+            ),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        response
+    }
+
+    /// `AccessDeniedHandlerImpl` for Item/Build (behaviour §2). Kept free of any crumb so
+    /// that a proxy cannot mistake it for a crumb rejection.
+    fn access_denied(&self, user: &str) -> Response<MockBody> {
+        let report = permission_report(user, &["authenticated"], BUILD_CHAIN);
+        let body = format!(
+            "<!DOCTYPE html><html><head><title>Access Denied - Jenkins</title></head>\
+             <body id=\"jenkins\"><div id=\"main-panel\"><h1>Access Denied</h1>\
+             <p>{} is missing the Job/Build permission</p><!--\n{}--></div></body></html>",
+            escape_html(user),
+            escape_html(&report)
+        );
+        let mut response = html(StatusCode::FORBIDDEN, "text/html;charset=utf-8", body);
+        self.advertise(response.headers_mut());
+        report_as_headers(response.headers_mut(), user, BUILD_CHAIN);
+        response
+    }
+
+    fn remember_crumb(&self, crumb: &str) {
+        let mut state = self.shared.lock();
+        if !state.issued_crumbs.iter().any(|c| c == crumb) {
+            state.issued_crumbs.push(crumb.to_owned());
+        }
+    }
+
+    // --- routes ---
+
+    /// Behaviour §4 and §5.
+    fn crumb_issuer(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
+        if self.parts.method == Method::GET {
+            self.shared.lock().crumb_fetches += 1;
+        }
+        if !self.shared.csrf.load(Ordering::SeqCst) {
+            return self.not_found();
+        }
+        let session = self.ensure_session();
+        let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
+        let crumb = self.shared.crumb_for(&user, &session);
+        self.remember_crumb(&crumb);
+        let field = self.shared.config.crumb_field.clone();
+        let object = Json::Obj(vec![
+            (
+                "_class",
+                Json::str("hudson.security.csrf.DefaultCrumbIssuer"),
+            ),
+            ("crumb", Json::str(&crumb)),
+            ("crumbRequestField", Json::str(&field)),
+        ]);
+        let mut response = match flavour {
+            ApiFlavour::Json => return self.json(&object),
+            // Stapler's Python writer prints this object exactly like compact JSON.
+            ApiFlavour::Python => full(
+                StatusCode::OK,
+                "text/x-python;charset=UTF-8",
+                object.compact(),
+            ),
+            ApiFlavour::Xml => self.crumb_xml(&crumb, &field),
+        };
+        self.api_headers(response.headers_mut());
+        response
+    }
+
+    /// `api/xml`, with the four special-cased `xpath=` expressions of behaviour §4.
+    fn crumb_xml(&self, crumb: &str, field: &str) -> Response<MockBody> {
+        let Some(xpath) = param(self.parts.uri.query().unwrap_or(""), "xpath") else {
+            let xml = format!(
+                "<defaultCrumbIssuer _class='hudson.security.csrf.DefaultCrumbIssuer'>\
+                 <crumb>{crumb}</crumb><crumbRequestField>{}</crumbRequestField>\
+                 </defaultCrumbIssuer>",
+                escape_html(field)
+            );
+            return full(StatusCode::OK, "application/xml;charset=UTF-8", xml);
+        };
+        let text = match xpath.as_str() {
+            "/*/crumbRequestField/text()" => field.to_owned(),
+            "/*/crumb/text()" => crumb.to_owned(),
+            "concat(//crumbRequestField,\":\",//crumb)" => format!("{field}:{crumb}"),
+            "concat(//crumbRequestField,'=',//crumb)"
+                if field.starts_with('.') || field.contains('-') =>
+            {
+                format!("{field}={crumb}")
+            }
+            // Simplification: every other expression is treated as a primitive result.
+            _ => return full(
+                StatusCode::FORBIDDEN,
+                "text/plain;charset=UTF-8",
+                "primitive XPath result sets forbidden; implement jenkins.security.SecureRequester"
+                    .to_owned(),
+            ),
+        };
+        full(StatusCode::OK, "text/plain;charset=UTF-8", text)
+    }
+
+    /// Behaviour §7.7.
+    fn root_api(&mut self) -> Response<MockBody> {
+        let root = self.root_url();
+        let all_view = || {
+            Json::Obj(vec![
+                ("_class", Json::str("hudson.model.AllView")),
+                ("name", Json::str("all")),
+                ("url", Json::str(&root)),
+            ])
+        };
+        let jobs = self
+            .shared
+            .config
+            .jobs
+            .iter()
+            .map(|name| self.job_summary(name))
+            .collect();
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.Hudson")),
+            (
+                "assignedLabels",
+                Json::Arr(vec![Json::Obj(vec![("name", Json::str("built-in"))])]),
+            ),
+            ("mode", Json::str("NORMAL")),
+            (
+                "nodeDescription",
+                Json::str("the Jenkins controller's built-in node"),
+            ),
+            ("nodeName", Json::str("")),
+            ("numExecutors", Json::Num(2)),
+            ("description", Json::Null),
+            ("jobs", Json::Arr(jobs)),
+            ("overallLoad", Json::Obj(vec![])),
+            ("primaryView", all_view()),
+            ("quietDownReason", Json::Null),
+            ("quietingDown", Json::Bool(false)),
+            ("slaveAgentPort", Json::Num(-1)),
+            (
+                "unlabeledLoad",
+                Json::Obj(vec![(
+                    "_class",
+                    Json::str("jenkins.model.UnlabeledLoadStatistics"),
+                )]),
+            ),
+            // The configured root URL: none is configured (behaviour §7.7).
+            ("url", Json::Null),
+            (
+                "useCrumbs",
+                Json::Bool(self.shared.csrf.load(Ordering::SeqCst)),
+            ),
+            ("useSecurity", Json::Bool(true)),
+            ("views", Json::Arr(vec![all_view()])),
+        ]);
+        self.json(&object)
+    }
+
+    fn job_summary(&self, name: &str) -> Json {
+        Json::Obj(vec![
+            ("_class", Json::str("hudson.model.FreeStyleProject")),
+            ("name", Json::str(name)),
+            ("url", Json::str(&self.job_url(name))),
+            ("color", Json::str("notbuilt")),
+        ])
+    }
+
+    fn job_url(&self, name: &str) -> String {
+        format!("{}job/{}/", self.root_url(), url_encode(name))
+    }
+
+    fn job_api(&mut self, name: &str) -> Response<MockBody> {
+        let (in_queue, next_build) = {
+            let mut state = self.shared.lock();
+            advance_queue(&mut state, self.now);
+            let in_queue = state
+                .queue
+                .iter()
+                .any(|i| i.job == name && i.started.is_none());
+            (in_queue, state.next_build.get(name).copied().unwrap_or(1))
+        };
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.FreeStyleProject")),
+            ("description", Json::str("")),
+            ("displayName", Json::str(name)),
+            ("fullName", Json::str(name)),
+            ("name", Json::str(name)),
+            ("url", Json::str(&self.job_url(name))),
+            ("buildable", Json::Bool(true)),
+            ("color", Json::str("notbuilt")),
+            ("inQueue", Json::Bool(in_queue)),
+            ("nextBuildNumber", Json::Num(i64::from(next_build))),
+        ]);
+        self.json(&object)
+    }
+
+    fn who_am_i(&mut self) -> Response<MockBody> {
+        let (name, anonymous) = match &self.user {
+            Some(user) => (user.clone(), false),
+            None => ("anonymous".to_owned(), true),
+        };
+        let authority = if anonymous {
+            "anonymous"
+        } else {
+            "authenticated"
+        };
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.security.WhoAmI")),
+            ("anonymous", Json::Bool(anonymous)),
+            // Spring's anonymous token also reports itself as authenticated.
+            ("authenticated", Json::Bool(true)),
+            ("authorities", Json::Arr(vec![Json::str(authority)])),
+            ("name", Json::str(&name)),
+        ]);
+        self.json(&object)
+    }
+
+    /// Behaviour §7.1 (`/build`) and §7.2 (`/buildWithParameters`).
+    fn trigger(&mut self, job: &str, with_parameters: bool) -> Response<MockBody> {
+        let user = self.user.clone().unwrap_or_default();
+        let denied = self
+            .shared
+            .config
+            .denied
+            .contains(&(job.to_owned(), user.clone()));
+        if denied {
+            return self.access_denied(&user);
+        }
+        if self.parts.method != Method::POST {
+            return self.require_post();
+        }
+        let query = self.parts.uri.query().unwrap_or("");
+        let delay = param(query, "delay")
+            .and_then(|d| parse_delay(&d))
+            .unwrap_or(self.shared.config.quiet_period);
+        let params = with_parameters.then(|| self.parameter_key());
+        let (id, existed) = {
+            let mut state = self.shared.lock();
+            *state.triggers.entry(job.to_owned()).or_default() += 1;
+            advance_queue(&mut state, self.now);
+            let due = self.now + delay;
+            let waiting = state
+                .queue
+                .iter_mut()
+                .find(|i| i.job == job && i.started.is_none() && i.params == params);
+            match waiting {
+                Some(item) => {
+                    item.due = item.due.min(due);
+                    (item.id, true)
+                }
+                None => {
+                    let id = state.next_queue_id;
+                    state.next_queue_id += 1;
+                    state.queue.push(QueueItem {
+                        id,
+                        job: job.to_owned(),
+                        params,
+                        user,
+                        since_ms: epoch_ms(),
+                        due,
+                        started: None,
+                    });
+                    (id, false)
+                }
+            }
+        };
+        let location = format!(
+            "{}{}/queue/item/{id}/",
+            self.request_base(),
+            self.shared.config.context
+        );
+        // `/build` answers 201 even when folded (JENKINS-66105); parameterized triggers 303.
+        let status = if existed && with_parameters {
+            StatusCode::SEE_OTHER
+        } else {
+            StatusCode::CREATED
+        };
+        let mut response = empty(status);
+        response
+            .headers_mut()
+            .insert(header::LOCATION, value(location));
+        self.advertise(response.headers_mut());
+        response
+    }
+
+    /// What makes two `buildWithParameters` triggers equivalent: the parameter values. File
+    /// parameters (multipart) never compare equal.
+    fn parameter_key(&self) -> String {
+        let content_type = self
+            .parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if content_type
+            .to_ascii_lowercase()
+            .starts_with("multipart/form-data")
+        {
+            return format!("multipart:{}", rand::random::<u64>());
+        }
+        let ignored = ["delay", "token", self.shared.config.crumb_field.as_str()];
+        let mut pairs: Vec<(String, String)> = params(self.parts.uri.query().unwrap_or(""))
+            .into_iter()
+            .chain(if is_form(&self.parts.headers) {
+                params(&String::from_utf8_lossy(&self.body.head))
+            } else {
+                Vec::new()
+            })
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .collect();
+        pairs.sort();
+        pairs
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("&")
+    }
+
+    /// Behaviour §7.3.
+    fn queue_item(&mut self, id: u64) -> Response<MockBody> {
+        let snapshot = {
+            let mut state = self.shared.lock();
+            advance_queue(&mut state, self.now);
+            state
+                .queue
+                .iter()
+                .find(|i| i.id == id)
+                .map(|i| (i.job.clone(), i.user.clone(), i.since_ms, i.due, i.started))
+        };
+        let Some((job, user, since_ms, due, started)) = snapshot else {
+            return self.not_found();
+        };
+        let cause = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.CauseAction")),
+            (
+                "causes",
+                Json::Arr(vec![Json::Obj(vec![
+                    ("_class", Json::str("hudson.model.Cause$UserIdCause")),
+                    (
+                        "shortDescription",
+                        Json::str(&format!("Started by user {user}")),
+                    ),
+                    ("userId", Json::str(&user)),
+                    ("userName", Json::str(&user)),
+                ])]),
+            ),
+        ]);
+        let task = self.job_summary(&job);
+        let mut fields = vec![
+            (
+                "_class",
+                Json::str(if started.is_some() {
+                    "hudson.model.Queue$LeftItem"
+                } else {
+                    "hudson.model.Queue$WaitingItem"
+                }),
+            ),
+            ("actions", Json::Arr(vec![cause])),
+            ("blocked", Json::Bool(false)),
+            ("buildable", Json::Bool(false)),
+            ("id", Json::Num(id as i64)),
+            ("inQueueSince", Json::Num(since_ms as i64)),
+            ("params", Json::str("")),
+            ("stuck", Json::Bool(false)),
+            ("task", task),
+            ("url", Json::str(&format!("queue/item/{id}/"))),
+        ];
+        match started {
+            None => {
+                let left = due.saturating_duration_since(self.now).as_secs_f64();
+                fields.push((
+                    "why",
+                    Json::str(&format!("In the quiet period. Expires in {left:.1} sec")),
+                ));
+                fields.push(("timestamp", Json::Num(since_ms as i64)));
+            }
+            Some(number) => {
+                fields.push(("why", Json::Null));
+                fields.push(("cancelled", Json::Bool(false)));
+                fields.push((
+                    "executable",
+                    Json::Obj(vec![
+                        ("_class", Json::str("hudson.model.FreeStyleBuild")),
+                        ("number", Json::Num(i64::from(number))),
+                        (
+                            "url",
+                            Json::str(&format!("{}{number}/", self.job_url(&job))),
+                        ),
+                    ]),
+                ));
+            }
+        }
+        self.json(&Json::Obj(fields))
+    }
+
+    /// Behaviour §7.6.
+    fn config_xml(&mut self, job: &str) -> Response<MockBody> {
+        if self.is_read() {
+            let stored = self.shared.lock().configs.get(job).cloned();
+            let body = stored.unwrap_or_else(|| {
+                Bytes::from_static(
+                    b"<?xml version='1.1' encoding='UTF-8'?>\n<project>\n  <description></description>\n  <keepDependencies>false</keepDependencies>\n  <builders/>\n</project>",
+                )
+            });
+            let mut response = full_bytes(StatusCode::OK, "application/xml", body);
+            self.advertise(response.headers_mut());
+            return response;
+        }
+        if self.parts.method == Method::POST {
+            self.shared
+                .lock()
+                .configs
+                .insert(job.to_owned(), self.body.head.clone());
+            let mut response = empty(StatusCode::OK);
+            self.advertise(response.headers_mut());
+            return response;
+        }
+        html(
+            StatusCode::BAD_REQUEST,
+            "text/html;charset=utf-8",
+            "<html><body>Bad Request</body></html>".to_owned(),
+        )
+    }
+
+    /// Behaviour §7.5: streamed, never held in memory; `bytes=a-b` and `bytes=a-` ranges.
+    fn artifact(&mut self, job: &str, build: u32, path: &str) -> Response<MockBody> {
+        let size = self
+            .shared
+            .config
+            .artifacts
+            .get(&(job.to_owned(), build, path.to_owned()))
+            .copied();
+        let Some(size) = size else {
+            return self.not_found();
+        };
+        if !self.is_read() {
+            self.unexpected = Some("artifacts are only read".to_owned());
+            return self.not_found();
+        }
+        let headers = &self.parts.headers;
+        let not_modified = headers
+            .get(header::IF_MODIFIED_SINCE)
+            .is_some_and(|v| v == ARTIFACT_LAST_MODIFIED);
+        let range = headers
+            .get(header::RANGE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| parse_range(v, size));
+        let mut response = if not_modified {
+            empty(StatusCode::NOT_MODIFIED)
+        } else {
+            let (status, start, end) = match range {
+                Some((start, end)) => (StatusCode::PARTIAL_CONTENT, start, end),
+                None => (StatusCode::OK, 0, size),
+            };
+            let mut response = Response::new(MockBody::pattern(start, end));
+            *response.status_mut() = status;
+            let h = response.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            h.insert(header::CONTENT_LENGTH, value((end - start).to_string()));
+            if status == StatusCode::PARTIAL_CONTENT {
+                h.insert(
+                    header::CONTENT_RANGE,
+                    value(format!("bytes {start}-{}/{size}", end - 1)),
+                );
+            }
+            response
+        };
+        let h = response.headers_mut();
+        h.insert(
+            "content-security-policy",
+            HeaderValue::from_static(
+                "sandbox allow-same-origin; default-src 'none'; img-src 'self'; style-src 'self';",
+            ),
+        );
+        h.insert(
+            header::LAST_MODIFIED,
+            HeaderValue::from_static(ARTIFACT_LAST_MODIFIED),
+        );
+        h.insert(
+            header::EXPIRES,
+            HeaderValue::from_static(ARTIFACT_LAST_MODIFIED),
+        );
+        h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+        self.advertise(response.headers_mut());
+        response
+    }
+
+    /// Behaviour §7.4, streaming variant: while the build runs, the response stays open and
+    /// every pushed chunk is written as its own body frame.
+    fn progressive_text(&mut self, job: &str, build: u32) -> Response<MockBody> {
+        if job != SAMPLE_JOB || build != PROGRESSIVE_BUILD {
+            return self.not_found();
+        }
+        let start = param(self.parts.uri.query().unwrap_or(""), "start")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0);
+        let (size, running, body) = {
+            let mut log = lock(&self.shared.log);
+            let size = log.text.len();
+            // `start > L` restarts at 0 (behaviour §7.4).
+            let from = if start > size { 0 } else { start };
+            let already = Bytes::copy_from_slice(&log.text[from..]);
+            let body = if log.running {
+                let (tx, rx) = mpsc::unbounded_channel();
+                log.watchers.push(tx);
+                MockBody::stream(already, rx)
+            } else {
+                MockBody::full(already)
+            };
+            (size, log.running, body)
+        };
+        let mut response = Response::new(body);
+        let h = response.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain;charset=UTF-8"),
+        );
+        h.insert("x-text-size", value(size.to_string()));
+        if running {
+            h.insert("x-more-data", HeaderValue::from_static("true"));
+        }
+        self.advertise(response.headers_mut());
+        response
+    }
+}
+
+/// Items whose quiet period is over leave the queue and get a build number.
+fn advance_queue(state: &mut State, now: Instant) {
+    let State {
+        queue, next_build, ..
+    } = state;
+    for item in queue.iter_mut() {
+        if item.started.is_none() && item.due <= now {
+            let number = next_build.entry(item.job.clone()).or_insert(1);
+            item.started = Some(*number);
+            *number += 1;
+        }
+    }
+}
+
+/// `AccessDeniedException3`'s permission chains (ids from `Permission.java`, behaviour §2).
+const READ_CHAIN: &[&str] = &[
+    "hudson.model.Hudson.Read",
+    "hudson.security.Permission.GenericRead",
+    "hudson.model.Hudson.Administer",
+];
+const BUILD_CHAIN: &[&str] = &[
+    "hudson.model.Item.Build",
+    "hudson.security.Permission.GenericUpdate",
+    "hudson.security.Permission.GenericWrite",
+    "hudson.model.Hudson.Administer",
+];
+
+/// `AccessDeniedException3.reportAsHeaders`.
+fn report_as_headers(headers: &mut HeaderMap, user: &str, chain: &[&str]) {
+    headers.append("x-you-are-authenticated-as", value(user.to_owned()));
+    headers.append(
+        "x-you-are-in-group-disabled",
+        HeaderValue::from_static(GROUP_HEADERS_DISABLED),
+    );
+    if let Some((required, implied)) = chain.split_first() {
+        headers.append("x-required-permission", value((*required).to_owned()));
+        for p in implied {
+            headers.append("x-permission-implied-by", value((*p).to_owned()));
+        }
+    }
+}
+
+/// `AccessDeniedException3.report`.
+fn permission_report(user: &str, groups: &[&str], chain: &[&str]) -> String {
+    let mut out = format!("You are authenticated as: {user}\nGroups that you are in:\n");
+    for g in groups {
+        let _ = writeln!(out, "  {g}");
+    }
+    if let Some((required, implied)) = chain.split_first() {
+        let _ = writeln!(out, "Permission you need to have (but didn't): {required}");
+        for p in implied {
+            let _ = writeln!(out, " ... which is implied by: {p}");
+        }
+    }
+    out
+}
+
+// === routing ===
+
+#[derive(Debug)]
+enum ApiFlavour {
+    Json,
+    Xml,
+    Python,
+}
+
+#[derive(Debug)]
+enum Route {
+    RootApi,
+    CrumbIssuer(ApiFlavour),
+    WhoAmI,
+    QueueItem(u64),
+    Job { name: String, rest: JobRoute },
+    Unknown,
+}
+
+#[derive(Debug)]
+enum JobRoute {
+    Api,
+    Build,
+    BuildWithParameters,
+    ConfigXml,
+    Artifact { build: u32, path: String },
+    ProgressiveText { build: u32 },
+    Unknown,
+}
+
+impl Route {
+    /// `rel` is the path below the context, starting with `/`.
+    fn parse(rel: &str) -> Route {
+        let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
+        match segments.as_slice() {
+            ["api", "json"] => Route::RootApi,
+            ["crumbIssuer", "api", "json"] => Route::CrumbIssuer(ApiFlavour::Json),
+            ["crumbIssuer", "api", "xml"] => Route::CrumbIssuer(ApiFlavour::Xml),
+            ["crumbIssuer", "api", "python"] => Route::CrumbIssuer(ApiFlavour::Python),
+            ["whoAmI", "api", "json"] => Route::WhoAmI,
+            ["queue", "item", id, "api", "json"] => match id.parse() {
+                Ok(id) => Route::QueueItem(id),
+                Err(_) => Route::Unknown,
+            },
+            ["job", name, rest @ ..] => Route::Job {
+                name: percent_decode(name, false),
+                rest: JobRoute::parse(rest),
+            },
+            _ => Route::Unknown,
+        }
+    }
+}
+
+impl JobRoute {
+    fn parse(rest: &[&str]) -> JobRoute {
+        match rest {
+            ["api", "json"] => JobRoute::Api,
+            ["build"] => JobRoute::Build,
+            ["buildWithParameters"] => JobRoute::BuildWithParameters,
+            ["config.xml"] => JobRoute::ConfigXml,
+            [build, "artifact", path @ ..] if !path.is_empty() => match build.parse() {
+                Ok(build) => JobRoute::Artifact {
+                    build,
+                    path: path
+                        .iter()
+                        .map(|s| percent_decode(s, false))
+                        .collect::<Vec<_>>()
+                        .join("/"),
+                },
+                Err(_) => JobRoute::Unknown,
+            },
+            [build, "logText", "progressiveText"] => match build.parse() {
+                Ok(build) => JobRoute::ProgressiveText { build },
+                Err(_) => JobRoute::Unknown,
+            },
+            _ => JobRoute::Unknown,
+        }
+    }
+}
+
+fn strip_context<'p>(path: &'p str, context: &str) -> Option<&'p str> {
+    let rel = path.strip_prefix(context)?;
+    if rel.is_empty() {
+        Some("/")
+    } else if rel.starts_with('/') {
+        Some(rel)
+    } else {
+        None
+    }
+}
+
+// === small helpers ===
+
+fn value(s: String) -> HeaderValue {
+    HeaderValue::try_from(s).expect("header value built by the mock")
+}
+
+fn new_session_id() -> String {
+    // Jetty ids look like `node01meqi2web3nlgtha9ucsc023x34` (behaviour §3.1).
+    const ALPHABET: &[u8] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    let mut n = rand::random::<u128>();
+    let mut id = String::from("node0");
+    for _ in 0..24 {
+        id.push(char::from(ALPHABET[(n % 36) as usize]));
+        n /= 36;
+    }
+    id
+}
+
+fn epoch_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        })
+}
+
+/// `key=value` pairs of a query string or urlencoded form, decoded as Jetty does.
+fn params(query: &str) -> Vec<(String, String)> {
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}
+
+fn param(query: &str, name: &str) -> Option<String> {
+    params(query)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v)
+}
+
+fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("");
+                match u8::from_str_radix(hex, 16) {
+                    Ok(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    Err(_) => out.push(b'%'),
+                }
+            }
+            b'+' if plus_is_space => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `java.net.URLEncoder.encode(s, "UTF-8")`.
+fn url_encode(s: &str) -> String {
+    let mut out = String::new();
+    for b in s.bytes() {
+        match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'.' | b'-' | b'*' | b'_' => {
+                out.push(char::from(b));
+            }
+            b' ' => out.push('+'),
+            _ => {
+                let _ = write!(out, "%{b:02X}");
+            }
+        }
+    }
+    out
+}
+
+fn escape_html(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
+}
+
+/// `?delay=<n>sec` (also `<n>` seconds or `<n>ms`, as `TimeDuration` accepts).
+fn parse_delay(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    if let Some(ms) = s.strip_suffix("ms") {
+        return ms.trim().parse().ok().map(Duration::from_millis);
+    }
+    let secs = s.strip_suffix("sec").unwrap_or(s);
+    secs.trim().parse().ok().map(Duration::from_secs)
+}
+
+/// `bytes=a-b` or `bytes=a-` within `size`, as `[start, end)`; anything else is ignored.
+fn parse_range(v: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = v.strip_prefix("bytes=")?;
+    let (a, b) = spec.split_once('-')?;
+    let start: u64 = a.trim().parse().ok()?;
+    let end = if b.trim().is_empty() {
+        size
+    } else {
+        b.trim().parse::<u64>().ok()?.saturating_add(1).min(size)
+    };
+    (start < end).then_some((start, end))
+}
+
+/// Jetty 12's ee9 `ErrorHandler.writeErrorPage` (behaviour §6), byte for byte.
+fn jetty_error(status: StatusCode, message: &str, uri: &str) -> Response<MockBody> {
+    let code = status.as_u16();
+    let message = escape_html(message);
+    let uri = escape_html(uri);
+    let body = format!(
+        "<html>\n<head>\n<meta http-equiv=\"Content-Type\" content=\"text/html;charset=ISO-8859-1\"/>\n\
+         <title>Error {code} {message}</title>\n</head>\n\
+         <body><h2>HTTP ERROR {code} {message}</h2>\n<table>\n\
+         <tr><th>URI:</th><td>{uri}</td></tr>\n\
+         <tr><th>STATUS:</th><td>{code}</td></tr>\n\
+         <tr><th>MESSAGE:</th><td>{message}</td></tr>\n\
+         <tr><th>SERVLET:</th><td>Stapler</td></tr>\n\
+         </table>\n{JETTY_FOOTER}\n\n</body>\n</html>\n"
+    );
+    html(status, "text/html;charset=iso-8859-1", body)
+}
+
+fn html(status: StatusCode, content_type: &'static str, body: String) -> Response<MockBody> {
+    full(status, content_type, body)
+}
+
+fn full(status: StatusCode, content_type: &'static str, body: String) -> Response<MockBody> {
+    full_bytes(status, content_type, Bytes::from(body))
+}
+
+fn full_bytes(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(body));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+fn empty(status: StatusCode) -> Response<MockBody> {
+    let mut response = Response::new(MockBody::full(Bytes::new()));
+    *response.status_mut() = status;
+    response
+}
+
+// === JSON as Stapler writes it ===
+
+/// A JSON value with ordered object keys (Stapler keeps model order, behaviour §7.7).
+#[derive(Debug)]
+enum Json {
+    Null,
+    Bool(bool),
+    Num(i64),
+    Str(String),
+    Arr(Vec<Json>),
+    Obj(Vec<(&'static str, Json)>),
+}
+
+impl Json {
+    fn str(s: &str) -> Json {
+        Json::Str(s.to_owned())
+    }
+
+    fn compact(&self) -> String {
+        let mut w = JsonWriter::new(false);
+        w.write(self);
+        w.out
+    }
+
+    /// `?pretty=true`.
+    fn pretty(&self) -> String {
+        let mut w = JsonWriter::new(true);
+        w.write(self);
+        w.out
+    }
+}
+
+/// A port of stapler's `export/JSONDataWriter.java` state machine.
+struct JsonWriter {
+    out: String,
+    need_comma: bool,
+    /// `None` when not pretty-printing.
+    indent: Option<usize>,
+}
+
+impl JsonWriter {
+    fn new(pretty: bool) -> Self {
+        Self {
+            out: String::new(),
+            need_comma: false,
+            indent: pretty.then_some(0),
+        }
+    }
+
+    fn write(&mut self, v: &Json) {
+        match v {
+            Json::Null => self.data("null"),
+            Json::Bool(b) => self.data(if *b { "true" } else { "false" }),
+            Json::Num(n) => self.data(&n.to_string()),
+            Json::Str(s) => {
+                let mut buf = String::from('"');
+                for c in s.chars() {
+                    match c {
+                        '"' => buf.push_str("\\\""),
+                        '\\' => buf.push_str("\\\\"),
+                        '\n' => buf.push_str("\\n"),
+                        '\r' => buf.push_str("\\r"),
+                        '\t' => buf.push_str("\\t"),
+                        c => buf.push(c),
+                    }
+                }
+                buf.push('"');
+                self.data(&buf);
+            }
+            Json::Arr(items) => {
+                self.open('[');
+                for item in items {
+                    self.write(item);
+                }
+                self.close(']');
+            }
+            Json::Obj(fields) => {
+                self.open('{');
+                for (name, value) in fields {
+                    self.name(name);
+                    self.write(value);
+                }
+                self.close('}');
+            }
+        }
+    }
+
+    fn name(&mut self, name: &str) {
+        self.comma();
+        if self.indent.is_some() {
+            let _ = write!(self.out, "\"{name}\" : ");
+        } else {
+            let _ = write!(self.out, "\"{name}\":");
+        }
+        self.need_comma = false;
+    }
+
+    fn data(&mut self, v: &str) {
+        self.comma();
+        self.out.push_str(v);
+    }
+
+    fn comma(&mut self) {
+        if self.need_comma {
+            self.out.push(',');
+            self.newline();
+        }
+        self.need_comma = true;
+    }
+
+    fn newline(&mut self) {
+        if let Some(level) = self.indent {
+            self.out.push('\n');
+            self.out.push_str(&" ".repeat(level * 2));
+        }
+    }
+
+    fn open(&mut self, symbol: char) {
+        self.comma();
+        self.out.push(symbol);
+        self.need_comma = false;
+        if let Some(level) = &mut self.indent {
+            *level += 1;
+        }
+        self.newline();
+    }
+
+    fn close(&mut self, symbol: char) {
+        if let Some(level) = &mut self.indent {
+            *level -= 1;
+        }
+        self.newline();
+        self.need_comma = true;
+        self.out.push(symbol);
+    }
+}
+
+// === response body ===
+
+/// Response body of the double: a buffer, a generated artifact stream, or a progressive log.
+#[derive(Debug)]
+pub struct MockBody {
+    kind: BodyKind,
+}
+
+#[derive(Debug)]
+enum BodyKind {
+    Full(Option<Bytes>),
+    /// Pattern bytes `[next, end)`, sliced from `block` so that no byte is copied.
+    Pattern {
+        block: Bytes,
+        next: u64,
+        end: u64,
+    },
+    /// A first frame, then whatever arrives until every sender is gone.
+    Stream {
+        first: Option<Bytes>,
+        rx: mpsc::UnboundedReceiver<Bytes>,
+    },
+}
+
+impl MockBody {
+    fn full(bytes: Bytes) -> Self {
+        Self {
+            kind: BodyKind::Full((!bytes.is_empty()).then_some(bytes)),
+        }
+    }
+
+    fn pattern(start: u64, end: u64) -> Self {
+        // Long enough for any chunk starting at any phase of the pattern.
+        let block_len = ARTIFACT_CHUNK + PATTERN_MODULUS as usize;
+        Self {
+            kind: BodyKind::Pattern {
+                block: Bytes::from(pattern_bytes(0, block_len)),
+                next: start,
+                end,
+            },
+        }
+    }
+
+    fn stream(first: Bytes, rx: mpsc::UnboundedReceiver<Bytes>) -> Self {
+        Self {
+            kind: BodyKind::Stream {
+                first: (!first.is_empty()).then_some(first),
+                rx,
+            },
+        }
+    }
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match &mut self.get_mut().kind {
+            BodyKind::Full(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            BodyKind::Pattern { block, next, end } => {
+                if *next >= *end {
+                    return Poll::Ready(None);
+                }
+                let len = (*end - *next).min(ARTIFACT_CHUNK as u64) as usize;
+                let phase = (*next % PATTERN_MODULUS) as usize;
+                *next += len as u64;
+                Poll::Ready(Some(Ok(Frame::data(block.slice(phase..phase + len)))))
+            }
+            BodyKind::Stream { first, rx } => {
+                if let Some(first) = first.take() {
+                    return Poll::Ready(Some(Ok(Frame::data(first))));
+                }
+                rx.poll_recv(cx)
+                    .map(|chunk| chunk.map(|c| Ok(Frame::data(c))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            BodyKind::Full(bytes) => bytes.is_none(),
+            BodyKind::Pattern { next, end, .. } => next >= end,
+            BodyKind::Stream { .. } => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            BodyKind::Full(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
+            BodyKind::Pattern { next, end, .. } => SizeHint::with_exact(end - next),
+            BodyKind::Stream { .. } => SizeHint::default(),
+        }
+    }
+}
