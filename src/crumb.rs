@@ -247,7 +247,26 @@ impl CrumbCache {
 /// proxy's credentials and *no* session cookie, so that Jenkins starts a
 /// fresh session and binds the crumb to it (`DefaultCrumbIssuer.issueCrumb`
 /// calls `getSession()`).
+///
+/// The whole exchange, body included, is bounded by the response timeout:
+/// every POST waits on this fetch, so a Jenkins that stalls mid-answer must
+/// not hold them forever.
 pub(crate) async fn fetch(
+    upstream: &Upstream,
+    credentials: &Credentials,
+) -> Result<Fetched, CrumbError> {
+    match tokio::time::timeout(
+        upstream.response_timeout(),
+        fetch_inner(upstream, credentials),
+    )
+    .await
+    {
+        Ok(result) => result,
+        Err(_) => Err(CrumbError::Upstream(UpstreamError::ResponseTimeout)),
+    }
+}
+
+async fn fetch_inner(
     upstream: &Upstream,
     credentials: &Credentials,
 ) -> Result<Fetched, CrumbError> {

@@ -246,6 +246,11 @@ impl Upstream {
         &self.base
     }
 
+    /// How long Jenkins may take to answer (also bounds a whole crumb fetch).
+    pub(crate) fn response_timeout(&self) -> Duration {
+        self.response_timeout
+    }
+
     /// The `Host` header value for Jenkins: the upstream's authority, never
     /// the one the local client used.
     pub(crate) fn host(&self) -> &HeaderValue {

@@ -439,7 +439,12 @@ async fn upgrades_are_tunnelled_with_credentials() {
             .unwrap();
     });
 
-    let proxy = Proxy::start(&format!("http://{upstream}/"), USER, Secret::Password(PASSWORD)).await;
+    let proxy = Proxy::start(
+        &format!("http://{upstream}/"),
+        USER,
+        Secret::Password(PASSWORD),
+    )
+    .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(b"GET /cli/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
@@ -468,7 +473,10 @@ async fn upgrades_are_tunnelled_with_credentials() {
     let seen = seen_rx.await.unwrap();
     let auth = format!(
         "Basic {}",
-        base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{USER}:{PASSWORD}"))
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{USER}:{PASSWORD}")
+        )
     );
     assert_eq!(seen["authorization"], auth.as_str());
     assert_eq!(seen["upgrade"], "websocket");
