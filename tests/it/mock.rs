@@ -99,20 +99,25 @@ impl Reply {
     }
 }
 
+/// Upper bound for any single wait on the double, so that a broken double fails a test
+/// instead of hanging it.
+const PATIENCE: Duration = Duration::from_secs(10);
+
 async fn call(client: &HttpClient, b: http::request::Builder, body: &'static str) -> Reply {
-    let response = client
-        .request(
-            b.body(Full::new(Bytes::from_static(body.as_bytes())))
-                .unwrap(),
-        )
-        .await
+    let request = b
+        .body(Full::new(Bytes::from_static(body.as_bytes())))
         .unwrap();
-    let (parts, body) = response.into_parts();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.unwrap().to_bytes(),
-    }
+    let exchange = async {
+        let (parts, body) = client.request(request).await.unwrap().into_parts();
+        Reply {
+            status: parts.status,
+            headers: parts.headers,
+            body: body.collect().await.unwrap().to_bytes(),
+        }
+    };
+    timeout(PATIENCE, exchange)
+        .await
+        .expect("the double answers")
 }
 
 async fn send(client: &HttpClient, b: http::request::Builder) -> Reply {
@@ -120,10 +125,19 @@ async fn send(client: &HttpClient, b: http::request::Builder) -> Reply {
 }
 
 async fn open(client: &HttpClient, b: http::request::Builder) -> Response<Incoming> {
-    client
-        .request(b.body(Full::new(Bytes::new())).unwrap())
+    let request = b.body(Full::new(Bytes::new())).unwrap();
+    timeout(PATIENCE, client.request(request))
         .await
+        .expect("the double answers")
         .unwrap()
+}
+
+/// The next data frame of a streamed body; `None` at its end.
+async fn next_data(body: &mut Incoming) -> Option<Bytes> {
+    let frame = timeout(PATIENCE, body.frame())
+        .await
+        .expect("a frame or the end");
+    frame.map(|f| f.unwrap().into_data().unwrap())
 }
 
 /// Behaviour §6, byte for byte, for a request to `uri`.
@@ -415,6 +429,16 @@ async fn anonymous_read_gets_the_authentication_required_page() {
     assert!(text.contains("Permission you need to have (but didn't): hudson.model.Hudson.Read\n"));
     assert!(text.ends_with(&format!("</body></html>{}", " ".repeat(300))));
     assert!(!text.contains(CRUMB_REJECTION));
+
+    // The crumb issuer needs Overall/Read too (behaviour §4); the fetch still counts.
+    let issuer = send(&client, req(&jenkins, Method::GET, "crumbIssuer/api/json")).await;
+    assert_eq!(issuer.status, StatusCode::FORBIDDEN);
+    assert_eq!(
+        issuer.header("x-you-are-authenticated-as"),
+        Some("anonymous")
+    );
+    assert_eq!(jenkins.crumb_fetches(), 1);
+    assert!(jenkins.issued_crumbs().is_empty());
 
     // whoAmI is readable anonymously.
     let who = send(&client, req(&jenkins, Method::GET, "whoAmI/api/json")).await;
@@ -948,21 +972,24 @@ async fn progressive_text_streams_each_pushed_chunk() {
     assert!(headers.get("content-length").is_none());
     assert_eq!(headers["transfer-encoding"], "chunked");
     let mut body = response.into_body();
-    let frame = |f: Option<Result<http_body::Frame<Bytes>, hyper::Error>>| {
-        f.unwrap().unwrap().into_data().unwrap()
-    };
-    assert_eq!(frame(body.frame().await), "Started by user alice\n");
+    assert_eq!(
+        next_data(&mut body).await.unwrap(),
+        "Started by user alice\n"
+    );
     // Nothing more until something is pushed (a short negative check).
     assert!(timeout(Duration::from_millis(100), body.frame())
         .await
         .is_err());
     assert_eq!(log.watchers(), 1);
     log.push("step 1\n");
-    assert_eq!(frame(body.frame().await), "step 1\n");
+    assert_eq!(next_data(&mut body).await.unwrap(), "step 1\n");
     log.push("step 2\n");
-    assert_eq!(frame(body.frame().await), "step 2\n");
+    assert_eq!(next_data(&mut body).await.unwrap(), "step 2\n");
     log.finish();
-    assert!(body.frame().await.is_none(), "finish ends the response");
+    assert!(
+        next_data(&mut body).await.is_none(),
+        "finish ends the response"
+    );
 
     // Complete: resume from X-Text-Size, no X-More-Data; start beyond the end restarts at 0.
     let resumed = send(
@@ -1013,8 +1040,7 @@ async fn large_artifact_is_streamed_with_ranges() {
     let mut body = response.into_body();
     let mut digest = crate::support::jenkins::Fnv1a64::new();
     let (mut received, mut frames) = (0u64, 0usize);
-    while let Some(frame) = body.frame().await {
-        let data = frame.unwrap().into_data().unwrap();
+    while let Some(data) = next_data(&mut body).await {
         digest.update(&data);
         received += data.len() as u64;
         frames += 1;
@@ -1088,7 +1114,10 @@ async fn streamed_upload_is_counted_beyond_the_record_cap() {
     let mut response = Vec::new();
     let mut buf = [0u8; 1024];
     while !response.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await.unwrap();
+        let n = timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("a response")
+            .unwrap();
         assert!(n > 0, "connection closed early");
         response.extend_from_slice(&buf[..n]);
     }

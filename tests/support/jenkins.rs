@@ -153,7 +153,6 @@ pub struct Recorded {
 // === impl Builder ===
 
 /// Configures a [`MockJenkins`]; see [`MockJenkins::builder`].
-#[derive(Debug)]
 pub struct Builder {
     context_path: String,
     passwords: HashMap<String, String>,
@@ -259,7 +258,10 @@ impl Builder {
         self
     }
 
-    /// Headers appended to every response to exactly this full path.
+    /// Headers appended to every response to exactly this full path (for transparency tests:
+    /// hop-by-hop headers, `Connection: X-Foo` with `X-Foo`, extra `Set-Cookie`). hyper owns
+    /// the framing of its own hop, so `Content-Length`/`Transfer-Encoding` given here may be
+    /// replaced.
     ///
     /// # Panics
     /// If a name or value is not a valid header.
@@ -355,7 +357,6 @@ impl Builder {
 // === impl MockJenkins ===
 
 /// Handle to a running double. Dropping it aborts the server and every connection.
-#[derive(Debug)]
 pub struct MockJenkins {
     shared: Arc<Shared>,
     addr: SocketAddr,
@@ -536,6 +537,28 @@ impl Drop for MockJenkins {
     }
 }
 
+/// Secrets stay out of `Debug` (STYLE anti-pattern 3), even test ones.
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("context_path", &self.context_path)
+            .field("users", &self.passwords.keys().collect::<Vec<_>>())
+            .field("csrf", &self.csrf)
+            .field("crumb_field", &self.crumb_field)
+            .field("jobs", &self.jobs)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for MockJenkins {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MockJenkins")
+            .field("addr", &self.addr)
+            .field("context_path", &self.shared.config.context)
+            .finish_non_exhaustive()
+    }
+}
+
 // === impl ProgressiveControl ===
 
 /// Feeds the running build `sample-job` #1 whose log `logText/progressiveText` serves.
@@ -586,8 +609,7 @@ impl ProgressiveControl {
 
 // === shared state ===
 
-/// What the builder fixed; never changes while serving.
-#[derive(Debug)]
+/// What the builder fixed; never changes while serving. No `Debug`: it holds the secrets.
 struct Config {
     context: String,
     passwords: HashMap<String, String>,
@@ -611,7 +633,6 @@ struct Config {
 /// A std `Mutex` is enough: every critical section is short and synchronous (the request
 /// handler computes the whole response under one lock and awaits only afterwards), which
 /// is the case mini-redis' `db.rs` gives for preferring it to tokio's.
-#[derive(Debug)]
 struct Shared {
     config: Config,
     addr: SocketAddr,
@@ -622,7 +643,7 @@ struct Shared {
     log: Arc<Mutex<LogState>>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     requests: Vec<Recorded>,
     unexpected: Vec<String>,
@@ -924,6 +945,11 @@ impl<'a> Exchange<'a> {
             return jetty_error(StatusCode::NOT_FOUND, "Not Found", full_path);
         };
         let rel = rel.to_owned();
+        let route = Route::parse(&rel);
+        if self.parts.method == Method::GET && matches!(route, Route::CrumbIssuer(_)) {
+            // Counted whatever the answer (401, 403, 404): it reached Jenkins.
+            self.shared.lock().crumb_fetches += 1;
+        }
 
         // Jetty looks up (and so refreshes) the requested session first (behaviour §3.2).
         self.session = self.find_session();
@@ -953,7 +979,6 @@ impl<'a> Exchange<'a> {
             return response;
         }
 
-        let route = Route::parse(&rel);
         // Overall/Read is needed for everything but `whoAmI` (behaviour §2).
         if self.user.is_none() && !matches!(route, Route::WhoAmI) {
             return self.anonymous_denied();
@@ -1309,9 +1334,6 @@ impl<'a> Exchange<'a> {
 
     /// Behaviour §4 and §5.
     fn crumb_issuer(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
-        if self.parts.method == Method::GET {
-            self.shared.lock().crumb_fetches += 1;
-        }
         if !self.shared.csrf.load(Ordering::SeqCst) {
             return self.not_found();
         }
