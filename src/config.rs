@@ -8,6 +8,7 @@
 //! the key, the value and what to do. Nothing here touches the network or
 //! logs a value; the caller binds sockets only after this succeeds.
 
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -15,7 +16,9 @@ use std::{fmt, fs, io};
 
 use serde::Deserialize;
 
+use crate::canonical::Pattern;
 use crate::credentials::{Credentials, Secret, SecretKind};
+use crate::filter::{Action, Policy, Rule};
 use crate::upstream::BaseUrl;
 
 /// Where the proxy listens when nothing else is configured: loopback only.
@@ -27,6 +30,16 @@ pub(crate) const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 5_000;
 pub(crate) const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 60_000;
 /// How long an idle pooled connection to Jenkins is kept.
 pub(crate) const DEFAULT_POOL_IDLE_SECS: u64 = 60;
+/// Mode of a Unix socket listener: owner only.
+pub(crate) const DEFAULT_SOCKET_MODE: u32 = 0o600;
+/// Largest request head (request line plus headers) accepted; larger gets 431.
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Client connections served at once; more wait in the listen backlog.
+pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
+/// Time a client has to send a complete request head (slowloris).
+pub(crate) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
+/// Time an idle keep-alive client connection is kept open.
+pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
 /// A crumb whose session has been idle this long is refreshed before use.
 /// Jenkins' (Jetty's) default session timeout is 30 minutes; 25 leaves a
 /// margin for clock skew and for the time a large body takes to arrive.
@@ -43,12 +56,45 @@ pub struct Config {
     pub(crate) upstream: UpstreamConfig,
     pub(crate) credentials: Credentials,
     pub(crate) crumb: CrumbConfig,
+    pub(crate) policy: Policy,
+    pub(crate) limits: LimitsConfig,
+    /// Problems worth a warning that do not stop the proxy (a secret file
+    /// others can read); `main` logs them once logging is up.
+    pub(crate) warnings: Vec<String>,
 }
 
 /// `[listen]`.
 #[derive(Debug, Clone)]
 pub(crate) struct ListenConfig {
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: ListenAddr,
+    /// Permissions of a Unix socket.
+    pub(crate) socket_mode: u32,
+}
+
+/// Where the proxy listens.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(SocketAddr),
+    /// `unix:/path/to.sock`.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(addr) => write!(f, "{addr}"),
+            ListenAddr::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// `[limits]`: resources one client may hold.
+#[derive(Debug, Clone)]
+pub(crate) struct LimitsConfig {
+    pub(crate) max_header_bytes: usize,
+    pub(crate) max_connections: usize,
+    pub(crate) header_read_timeout: Duration,
+    pub(crate) idle_timeout: Duration,
 }
 
 /// `[upstream]`.
@@ -130,23 +176,32 @@ pub enum ConfigError {
         first: &'static str,
         second: &'static str,
     },
-    #[error("`credentials.{key}` = {path:?}: cannot read the secret file: {source}; create it or fix the path")]
+    #[error("`{section}.{key}` = {path:?}: cannot read the secret file: {source}; create it or fix the path")]
     SecretFile {
+        section: &'static str,
         key: &'static str,
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("`credentials.{key}` = {name:?}: {problem}")]
+    #[error("`{section}.{key}` = {name:?}: {problem}")]
     SecretEnv {
+        section: &'static str,
         key: &'static str,
         name: String,
         problem: &'static str,
     },
-    #[error("`credentials.{key}`: the secret is empty; put the {what} in it")]
+    #[error("`{section}.{key}`: the secret is empty; put the {what} in it")]
     EmptySecret {
+        section: &'static str,
         key: &'static str,
         what: &'static str,
+    },
+    #[error("`policy.rules[{index}]` ({path:?}): {problem}")]
+    Rule {
+        index: usize,
+        path: String,
+        problem: String,
     },
 }
 
@@ -163,6 +218,10 @@ struct RawConfig {
     credentials: RawCredentials,
     #[serde(default)]
     crumb: RawCrumb,
+    #[serde(default)]
+    policy: RawPolicy,
+    #[serde(default)]
+    limits: RawLimits,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -170,6 +229,38 @@ struct RawConfig {
 struct RawListen {
     address: Option<String>,
     allow_remote: Option<bool>,
+    socket_mode: Option<String>,
+    #[serde(default)]
+    allowed_hosts: Vec<String>,
+    client_token_file: Option<PathBuf>,
+    client_token_env: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    read_only: Option<bool>,
+    #[serde(default)]
+    allowed_origins: Vec<String>,
+    #[serde(default)]
+    rules: Vec<RawRule>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    action: String,
+    methods: Option<Vec<String>>,
+    path: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_header_bytes: Option<usize>,
+    max_connections: Option<usize>,
+    header_read_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -242,7 +333,7 @@ impl Config {
             }
             None => (RawConfig::default(), PathBuf::new()),
         };
-        resolve_relative(&mut raw.credentials, &base_dir);
+        resolve_relative(&mut raw, &base_dir);
         apply(&mut raw, overrides);
         Self::from_raw(raw)
     }
@@ -253,13 +344,24 @@ impl Config {
     /// As [`Config::load`].
     pub fn from_toml_str(text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
         let mut raw = parse(text, "config")?;
-        resolve_relative(&mut raw.credentials, base_dir);
+        resolve_relative(&mut raw, base_dir);
         Self::from_raw(raw)
     }
 
     /// The address the proxy is configured to listen on.
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.listen.addr
+    pub fn listen_addr(&self) -> &ListenAddr {
+        &self.listen.addr
+    }
+
+    /// The mode a Unix socket listener is given.
+    pub fn socket_mode(&self) -> u32 {
+        self.listen.socket_mode
+    }
+
+    /// Warnings found while loading (e.g. a secret file others can read),
+    /// for the caller to log.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 
     /// A one-line, secret-free summary for `--check-config`.
@@ -275,15 +377,21 @@ impl Config {
     }
 
     fn from_raw(raw: RawConfig) -> Result<Self, ConfigError> {
-        let listen = listen_from_raw(raw.listen)?;
+        let mut warnings = Vec::new();
+        let (listen, hosts, client_token) = listen_from_raw(raw.listen, &mut warnings)?;
         let upstream = upstream_from_raw(raw.upstream)?;
-        let credentials = credentials_from_raw(raw.credentials)?;
+        let credentials = credentials_from_raw(raw.credentials, &mut warnings)?;
         let crumb = crumb_from_raw(raw.crumb)?;
+        let policy = policy_from_raw(raw.policy, hosts, client_token)?;
+        let limits = limits_from_raw(raw.limits)?;
         Ok(Self {
             listen,
             upstream,
             credentials,
             crumb,
+            policy,
+            limits,
+            warnings,
         })
     }
 }
@@ -295,13 +403,25 @@ fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
     })
 }
 
-fn resolve_relative(creds: &mut RawCredentials, base_dir: &Path) {
-    for path in [&mut creds.password_file, &mut creds.api_token_file]
-        .into_iter()
-        .flatten()
+fn resolve_relative(raw: &mut RawConfig, base_dir: &Path) {
+    let creds = &mut raw.credentials;
+    for path in [
+        &mut creds.password_file,
+        &mut creds.api_token_file,
+        &mut raw.listen.client_token_file,
+    ]
+    .into_iter()
+    .flatten()
     {
         if path.is_relative() {
             *path = base_dir.join(&*path);
+        }
+    }
+    if let Some(address) = &mut raw.listen.address {
+        if let Some(path) = address.strip_prefix("unix:") {
+            if Path::new(path).is_relative() && !path.is_empty() {
+                *address = format!("unix:{}", base_dir.join(path).display());
+            }
         }
     }
 }
@@ -340,45 +460,129 @@ fn apply(raw: &mut RawConfig, o: &Overrides) {
 
 // === validation, one function per section ===
 
-fn listen_from_raw(raw: RawListen) -> Result<ListenConfig, ConfigError> {
+/// The names every listener answers to (the DNS-rebinding allow-list
+/// starts here).
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
+fn listen_from_raw(
+    raw: RawListen,
+    warnings: &mut Vec<String>,
+) -> Result<(ListenConfig, HashSet<String>, Option<Secret>), ConfigError> {
     let text = raw.address.unwrap_or_else(|| DEFAULT_LISTEN.to_owned());
     let addr = parse_listen_addr(&text)?;
-    if !addr.ip().is_loopback() && raw.allow_remote != Some(true) {
-        return Err(ConfigError::Invalid {
-            key: "listen.address",
-            value: text,
-            problem: "not a loopback address; anyone who can reach the port acts as the \
-                      configured Jenkins user, so listen on 127.0.0.1 or [::1], or set \
-                      `listen.allow_remote = true` if you really mean it"
-                .into(),
+
+    let token_source = match (raw.client_token_file, raw.client_token_env) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: "listen.client_token_file",
+                value: String::new(),
+                problem: "set either listen.client_token_file or listen.client_token_env, not both"
+                    .into(),
+            })
+        }
+        (Some(path), None) => Some(("client_token_file", SecretSource::File(path))),
+        (None, Some(var)) => Some(("client_token_env", SecretSource::Env(var))),
+        (None, None) => None,
+    };
+    let client_token = match token_source {
+        Some((key, source)) => Some(source.load("listen", key, "client token", warnings)?),
+        None => None,
+    };
+
+    let mut hosts: HashSet<String> = LOOPBACK_NAMES.iter().map(|s| (*s).to_owned()).collect();
+    if let ListenAddr::Tcp(sock) = &addr {
+        if !sock.ip().is_loopback() {
+            if raw.allow_remote != Some(true) {
+                return Err(ConfigError::Invalid {
+                    key: "listen.address",
+                    value: text,
+                    problem: "not a loopback address; anyone who can reach the port acts as the \
+                              configured Jenkins user, so listen on 127.0.0.1 or [::1] (or a unix: \
+                              socket), or set `listen.allow_remote = true` and a client token"
+                        .into(),
+                });
+            }
+            if client_token.is_none() {
+                return Err(ConfigError::Invalid {
+                    key: "listen.address",
+                    value: text,
+                    problem: "a non-loopback address also needs a client token that callers must \
+                              present; set listen.client_token_file or listen.client_token_env"
+                        .into(),
+                });
+            }
+        }
+        hosts.insert(match sock.ip() {
+            IpAddr::V4(ip) => ip.to_string(),
+            IpAddr::V6(ip) => format!("[{ip}]"),
         });
     }
-    Ok(ListenConfig { addr })
+    for name in raw.allowed_hosts {
+        let lower = name.to_ascii_lowercase();
+        let bad = lower.is_empty()
+            || lower.contains(['/', ' ', '@'])
+            || (lower.contains(':') && !(lower.starts_with('[') && lower.ends_with(']')));
+        if bad {
+            return Err(ConfigError::Invalid {
+                key: "listen.allowed_hosts",
+                value: name,
+                problem: "must be a bare host name or address as clients put it in Host, without \
+                          scheme or port (e.g. \"crumb-proxy\" or \"[fd00::1]\")"
+                    .into(),
+            });
+        }
+        hosts.insert(lower);
+    }
+
+    let socket_mode = match raw.socket_mode {
+        None => DEFAULT_SOCKET_MODE,
+        Some(mode) => match u32::from_str_radix(mode.trim_start_matches("0o"), 8) {
+            Ok(m) if m <= 0o777 => m,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    key: "listen.socket_mode",
+                    value: mode,
+                    problem: "must be an octal permission string such as \"0600\" or \"0660\"".into(),
+                })
+            }
+        },
+    };
+    Ok((ListenConfig { addr, socket_mode }, hosts, client_token))
 }
 
-fn parse_listen_addr(text: &str) -> Result<SocketAddr, ConfigError> {
+fn parse_listen_addr(text: &str) -> Result<ListenAddr, ConfigError> {
     let invalid = |problem: &str| ConfigError::Invalid {
         key: "listen.address",
         value: text.to_owned(),
         problem: problem.to_owned(),
     };
+    if let Some(path) = text.strip_prefix("unix:") {
+        if path.is_empty() {
+            return Err(invalid("name the socket file, e.g. \"unix:/run/crumb-proxy/proxy.sock\""));
+        }
+        return Ok(ListenAddr::Unix(PathBuf::from(path)));
+    }
     if text.parse::<u16>().is_ok() || text.starts_with(':') {
         return Err(invalid(
             "a bare port is not enough; name the host, e.g. \"127.0.0.1:8181\"",
         ));
     }
     if let Ok(addr) = text.parse::<SocketAddr>() {
-        return Ok(addr);
+        return Ok(ListenAddr::Tcp(addr));
     }
     // `localhost:PORT` is common in scripts; it means IPv4 loopback here so
     // that the proxy never depends on a resolver at start-up.
     if let Some(port) = text.strip_prefix("localhost:") {
         if let Ok(port) = port.parse::<u16>() {
-            return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port));
+            return Ok(ListenAddr::Tcp(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+                port,
+            )));
         }
     }
     Err(invalid(
-        "expected HOST:PORT with an IP address, e.g. \"127.0.0.1:8181\" or \"[::1]:8181\"",
+        "expected HOST:PORT with an IP address, e.g. \"127.0.0.1:8181\" or \"[::1]:8181\", \
+         or unix:/path/to.sock",
     ))
 }
 
@@ -422,7 +626,10 @@ fn millis(key: &'static str, value: Option<u64>, default: u64) -> Result<Duratio
     }
 }
 
-fn credentials_from_raw(raw: RawCredentials) -> Result<Credentials, ConfigError> {
+fn credentials_from_raw(
+    raw: RawCredentials,
+    warnings: &mut Vec<String>,
+) -> Result<Credentials, ConfigError> {
     if raw.password.is_some() {
         return Err(ConfigError::InlineSecret { key: "password" });
     }
@@ -477,7 +684,7 @@ fn credentials_from_raw(raw: RawCredentials) -> Result<Credentials, ConfigError>
     } else {
         SecretKind::ApiToken
     };
-    let secret = source.load(key, kind)?;
+    let secret = source.load("credentials", key, kind.as_str(), warnings)?;
     Credentials::new(username, kind, &secret).map_err(|_| ConfigError::Invalid {
         key: "credentials.username",
         value: String::new(),
@@ -492,16 +699,36 @@ enum SecretSource {
 }
 
 impl SecretSource {
-    fn load(self, key: &'static str, kind: SecretKind) -> Result<Secret, ConfigError> {
+    /// Reads the secret. `section` and `key` name it in errors.
+    fn load(
+        self,
+        section: &'static str,
+        key: &'static str,
+        what: &'static str,
+        warnings: &mut Vec<String>,
+    ) -> Result<Secret, ConfigError> {
         let raw = match self {
             SecretSource::File(path) => match fs::read_to_string(&path) {
-                Ok(text) => text,
-                Err(source) => return Err(ConfigError::SecretFile { key, path, source }),
+                Ok(text) => {
+                    if let Some(warning) = loose_permissions(&path, section, key) {
+                        warnings.push(warning);
+                    }
+                    text
+                }
+                Err(source) => {
+                    return Err(ConfigError::SecretFile {
+                        section,
+                        key,
+                        path,
+                        source,
+                    })
+                }
             },
             SecretSource::Env(name) => match std::env::var(&name) {
                 Ok(text) => text,
                 Err(std::env::VarError::NotPresent) => {
                     return Err(ConfigError::SecretEnv {
+                        section,
                         key,
                         name,
                         problem: "that environment variable is not set; export it or use a file",
@@ -509,6 +736,7 @@ impl SecretSource {
                 }
                 Err(std::env::VarError::NotUnicode(_)) => {
                     return Err(ConfigError::SecretEnv {
+                        section,
                         key,
                         name,
                         problem: "that environment variable is not valid UTF-8",
@@ -520,13 +748,31 @@ impl SecretSource {
         // newline that is not part of the secret.
         let value = raw.trim_end_matches(['\n', '\r']);
         if value.is_empty() {
-            return Err(ConfigError::EmptySecret {
-                key,
-                what: kind.as_str(),
-            });
+            return Err(ConfigError::EmptySecret { section, key, what });
         }
         Ok(Secret::new(value.to_owned()))
     }
+}
+
+/// A warning if a secret file can be read by its group or by others.
+#[cfg(unix)]
+fn loose_permissions(path: &Path, section: &str, key: &str) -> Option<String> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = fs::metadata(path).ok()?.permissions().mode();
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "secret file {} (`{section}.{key}`) is readable by group or others (mode {:o}); \
+             run `chmod 600 {}`",
+            path.display(),
+            mode & 0o777,
+            path.display()
+        )
+    })
+}
+
+#[cfg(not(unix))]
+fn loose_permissions(_: &Path, _: &str, _: &str) -> Option<String> {
+    None
 }
 
 fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
@@ -559,6 +805,148 @@ fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
         replay_body_max_bytes: raw
             .replay_body_max_bytes
             .unwrap_or(DEFAULT_REPLAY_BODY_MAX_BYTES),
+    })
+}
+
+fn policy_from_raw(
+    raw: RawPolicy,
+    allowed_hosts: HashSet<String>,
+    client_token: Option<Secret>,
+) -> Result<Policy, ConfigError> {
+    let read_only = raw.read_only.unwrap_or(false);
+    let mut rules: Vec<Rule> = Vec::new();
+    for (index, r) in raw.rules.into_iter().enumerate() {
+        let fail = |problem: String| ConfigError::Rule {
+            index,
+            path: r.path.clone(),
+            problem,
+        };
+        let action = match r.action.as_str() {
+            "allow" => Action::Allow,
+            "deny" => Action::Deny,
+            other => return Err(fail(format!("action {other:?} must be \"allow\" or \"deny\""))),
+        };
+        let methods = match &r.methods {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(fail(
+                    "methods = [] can never match; leave `methods` out to match every method".into(),
+                ))
+            }
+            Some(list) => {
+                let mut methods = Vec::new();
+                for m in list {
+                    let method = http::Method::from_bytes(m.as_bytes())
+                        .ok()
+                        .filter(|_| m.chars().all(|c| c.is_ascii_uppercase()))
+                        .ok_or_else(|| fail(format!("method {m:?} is not an upper-case HTTP method such as \"POST\"")))?;
+                    if method == http::Method::CONNECT {
+                        return Err(fail("CONNECT never reaches the policy (the proxy refuses it)".into()));
+                    }
+                    methods.push(method);
+                }
+                Some(methods)
+            }
+        };
+        let pattern = Pattern::parse(&r.path).map_err(|p| fail(format!("can never match: {p}")))?;
+        if read_only && action == Action::Allow {
+            let writes_only = methods.as_ref().is_some_and(|ms| {
+                ms.iter().all(|m| *m != http::Method::GET && *m != http::Method::HEAD)
+            });
+            if writes_only {
+                return Err(fail(
+                    "allows only writes, which policy.read_only = true refuses first; \
+                     drop the rule or read_only"
+                        .into(),
+                ));
+            }
+        }
+        if let Some(earlier) = rules.iter().find(|e| shadows(e, methods.as_deref(), &pattern)) {
+            return Err(fail(format!(
+                "can never match: {} ({}) comes first and matches every request this one would",
+                earlier.name,
+                earlier.pattern.as_str()
+            )));
+        }
+        rules.push(Rule {
+            name: format!("policy.rules[{index}]"),
+            action,
+            methods,
+            pattern,
+        });
+    }
+    let mut allowed_origins = Vec::new();
+    for origin in raw.allowed_origins {
+        let normalized = origin.trim_end_matches('/').to_ascii_lowercase();
+        let ok = normalized
+            .parse::<http::Uri>()
+            .ok()
+            .is_some_and(|u| u.scheme().is_some() && u.authority().is_some() && u.path() == "/");
+        if !ok {
+            return Err(ConfigError::Invalid {
+                key: "policy.allowed_origins",
+                value: origin,
+                problem: "must be an origin as browsers send it: scheme://host[:port], \
+                          e.g. \"http://localhost:3000\""
+                    .into(),
+            });
+        }
+        allowed_origins.push(normalized);
+    }
+    Ok(Policy {
+        read_only,
+        rules,
+        allowed_origins,
+        allowed_hosts,
+        client_token,
+    })
+}
+
+/// Whether `earlier` matches every request a rule with `methods` and
+/// `pattern` would (so the later rule is dead).
+fn shadows(earlier: &Rule, methods: Option<&[http::Method]>, pattern: &Pattern) -> bool {
+    let methods_covered = match (&earlier.methods, methods) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(e), Some(m)) => m.iter().all(|x| e.contains(x)),
+    };
+    methods_covered && (earlier.pattern.is_everything() || earlier.pattern == *pattern)
+}
+
+fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
+    if max_header_bytes < 8192 {
+        return Err(ConfigError::Invalid {
+            key: "limits.max_header_bytes",
+            value: max_header_bytes.to_string(),
+            problem: format!("must be at least 8192 (the HTTP/1 parser's minimum buffer); the default is {DEFAULT_MAX_HEADER_BYTES}"),
+        });
+    }
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
+    if max_connections == 0 {
+        return Err(ConfigError::Invalid {
+            key: "limits.max_connections",
+            value: "0".into(),
+            problem: format!("must be at least 1; the default is {DEFAULT_MAX_CONNECTIONS}"),
+        });
+    }
+    let secs = |key: &'static str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+        0 => Err(ConfigError::Invalid {
+            key,
+            value: "0".into(),
+            problem: format!("must be at least 1 (seconds); the default is {default}"),
+        }),
+        n => Ok(Duration::from_secs(n)),
+    };
+    Ok(LimitsConfig {
+        max_header_bytes,
+        max_connections,
+        header_read_timeout: secs(
+            "limits.header_read_timeout_secs",
+            raw.header_read_timeout_secs,
+            DEFAULT_HEADER_READ_TIMEOUT_SECS,
+        )?,
+        idle_timeout: secs("limits.idle_timeout_secs", raw.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS)?,
     })
 }
 
@@ -601,7 +989,10 @@ mod tests {
     fn defaults_and_secret_file_relative_to_config() {
         let dir = Dir::new("defaults");
         let c = load(&dir, "password_file = \"pw\"").unwrap();
-        assert_eq!(c.listen.addr, "127.0.0.1:8181".parse().unwrap());
+        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:8181".parse().unwrap()));
+        assert_eq!(c.listen.socket_mode, 0o600);
+        assert!(c.policy.allowed_hosts.contains("localhost"));
+        assert!(!c.policy.read_only);
         assert_eq!(c.crumb.mode, CrumbMode::Auto);
         assert_eq!(c.crumb.max_idle, Duration::from_secs(1500));
         assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
@@ -728,18 +1119,23 @@ mod tests {
     #[test]
     fn remote_allowed_explicitly_and_localhost_accepted() {
         let dir = Dir::new("remote");
+        let err = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("client token"), "{err}");
         let c = load(
             &dir,
-            "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true",
+            "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true\nclient_token_file = \"token\"",
         )
         .unwrap();
-        assert_eq!(c.listen.addr.port(), 9);
-        let c = load(
-            &dir,
-            "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"",
-        )
-        .unwrap();
-        assert!(c.listen.addr.ip().is_loopback());
+        assert_eq!(c.listen.addr, ListenAddr::Tcp("0.0.0.0:9".parse().unwrap()));
+        assert!(c.policy.client_token.is_some());
+        assert!(c.policy.allowed_hosts.contains("0.0.0.0"));
+        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"").unwrap();
+        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"unix:proxy.sock\"\nsocket_mode = \"0660\"").unwrap();
+        assert_eq!(c.listen.addr, ListenAddr::Unix(dir.0.join("proxy.sock")));
+        assert_eq!(c.listen.socket_mode, 0o660);
     }
 
     #[test]
@@ -759,7 +1155,7 @@ mod tests {
             ..Overrides::default()
         };
         let c = Config::load(Some(&file), &overrides).unwrap();
-        assert_eq!(c.listen.addr.port(), 0);
+        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
         assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
         assert_eq!(c.credentials.username(), "bob");
         assert_eq!(c.crumb.mode, CrumbMode::Never);

@@ -14,10 +14,13 @@ use http::{Response, StatusCode};
 
 use crate::body::{self, ProxyBody};
 use crate::crumb::CrumbError;
+use crate::filter::Rejection;
 use crate::upstream::UpstreamError;
 
 /// The header naming the kind of a proxy-made error.
 pub(crate) const ERROR_HEADER: HeaderName = HeaderName::from_static("x-crumb-proxy-error");
+/// The header naming the policy rule that refused a request.
+pub(crate) const RULE_HEADER: HeaderName = HeaderName::from_static("x-crumb-proxy-rule");
 
 /// Why the proxy answered instead of Jenkins.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub(crate) enum ProxyError {
     BadRequestTarget,
     #[error("crumb-proxy is not a forward proxy; point the client at it as if it were Jenkins")]
     Connect,
+    #[error("refused: {0}")]
+    Rejected(Rejection),
 }
 
 impl ProxyError {
@@ -54,6 +59,7 @@ impl ProxyError {
             ) => StatusCode::BAD_GATEWAY,
             ProxyError::ClientBody(_) | ProxyError::BadRequestTarget => StatusCode::BAD_REQUEST,
             ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
+            ProxyError::Rejected(r) => r.status,
         }
     }
 
@@ -71,6 +77,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => "client-body-failed",
             ProxyError::BadRequestTarget => "bad-request-target",
             ProxyError::Connect => "not-a-forward-proxy",
+            ProxyError::Rejected(r) => r.kind,
         }
     }
 
@@ -107,6 +114,7 @@ impl ProxyError {
             ProxyError::BadRequestTarget | ProxyError::Connect => {
                 "send requests to http://<proxy address>/<Jenkins path>"
             }
+            ProxyError::Rejected(r) => r.hint(),
         }
     }
 
@@ -122,6 +130,20 @@ impl ProxyError {
         );
         headers.insert(ERROR_HEADER, HeaderValue::from_static(self.kind()));
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let ProxyError::Rejected(Rejection {
+            rule: Some(rule), ..
+        }) = &self
+        {
+            if let Ok(value) = HeaderValue::try_from(rule.as_str()) {
+                headers.insert(RULE_HEADER, value);
+            }
+        }
+        if self.status() == StatusCode::PROXY_AUTHENTICATION_REQUIRED {
+            headers.insert(
+                header::PROXY_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"crumb-proxy\""),
+            );
+        }
         resp
     }
 }

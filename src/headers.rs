@@ -92,6 +92,20 @@ pub(crate) fn strip_set_cookie(headers: &mut HeaderMap) {
     headers.remove(header::SET_COOKIE);
 }
 
+/// The proxy never emits CORS headers: a Jenkins plugin that grants
+/// cross-origin access would otherwise hand every web page the proxy's
+/// identity.
+pub(crate) fn strip_cors(headers: &mut HeaderMap) {
+    let cors: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for name in cors {
+        headers.remove(name);
+    }
+}
+
 /// Rewrites `Location` so that a redirect into Jenkins stays on the proxy:
 /// an absolute URL below the upstream root becomes `http://<proxy>/<rest>`,
 /// an absolute path below the context path loses the prefix. Anything else

@@ -43,17 +43,21 @@
 //!    duration and what happened about the crumb.
 
 mod body;
+mod canonical;
 mod config;
 mod credentials;
 mod crumb;
 mod error;
+mod filter;
 mod headers;
+mod listener;
 mod proxy;
 mod server;
 mod telemetry;
 mod upstream;
 
-pub use config::{Config, ConfigError, Overrides};
+pub use config::{Config, ConfigError, ListenAddr, Overrides};
+pub use listener::Listener;
 pub use server::{serve, shutdown_signal, App, ServeError};
 pub use telemetry::init as init_telemetry;
 pub use upstream::UpstreamInitError;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use crumb_proxy::{App, Config, Overrides};
+use crumb_proxy::{App, Config, Listener, Overrides};
 
 /// Exit status for a configuration error (sysexits.h `EX_CONFIG`).
 const EX_CONFIG: u8 = 78;
@@ -113,7 +113,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     crumb_proxy::init_telemetry();
-    let addr = config.listen_addr();
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let addr = config.listen_addr().clone();
+    let socket_mode = config.socket_mode();
     let app = match App::new(config) {
         Ok(app) => app,
         Err(e) => {
@@ -132,10 +136,10 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind(addr).await {
+        let listener = match Listener::bind(&addr, socket_mode).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("crumb-proxy: cannot listen on {addr}: {e}; is another process using the port? change listen.address or --listen");
+                eprintln!("crumb-proxy: cannot listen on {addr}: {e}; is another process using it? change listen.address or --listen");
                 return ExitCode::from(EX_UNAVAILABLE);
             }
         };

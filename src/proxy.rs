@@ -10,7 +10,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 
@@ -29,7 +28,9 @@ use crate::config::{Config, CrumbMode};
 use crate::credentials::{Credentials, SecretKind};
 use crate::crumb::{self, Crumb, CrumbCache, Lookup};
 use crate::error::{ProxyError, ERROR_HEADER};
+use crate::filter::Policy;
 use crate::headers;
+use crate::listener::Peer;
 use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
 
 /// The text of Jenkins' crumb rejection (`CrumbFilter`:
@@ -48,6 +49,7 @@ pub(crate) struct Shared {
     upstream: Upstream,
     credentials: Credentials,
     crumbs: CrumbCache,
+    policy: Policy,
     /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
     /// the kind of secret once).
     crumbs_enabled: bool,
@@ -67,6 +69,7 @@ impl Shared {
             upstream: Upstream::new(&config.upstream)?,
             credentials: config.credentials,
             crumbs: CrumbCache::new(config.crumb.max_idle),
+            policy: config.policy,
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
         })
@@ -85,22 +88,22 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
-    peer: SocketAddr,
-    /// The address the listener bound (port 0 resolved), used for
-    /// `Location` rewriting when a client sent no usable `Host`.
-    local_addr: SocketAddr,
+    peer: Peer,
+    /// How clients reach the listener (the bound address, port 0 resolved),
+    /// used for `Location` rewriting when a client sent no usable `Host`.
+    authority: Arc<str>,
 }
 
 impl Proxy {
-    pub(crate) fn new(shared: Arc<Shared>, peer: SocketAddr, local_addr: SocketAddr) -> Self {
+    pub(crate) fn new(shared: Arc<Shared>, peer: Peer, authority: Arc<str>) -> Self {
         Self {
             shared,
             peer,
-            local_addr,
+            authority,
         }
     }
 
-    pub(crate) fn peer(&self) -> SocketAddr {
+    pub(crate) fn peer(&self) -> Peer {
         self.peer
     }
 }
@@ -156,7 +159,7 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
     // build triggers, so the query is never logged.
     let path = req.uri().path().to_owned();
     let mut note = CrumbNote::None;
-    let result = forward(shared, proxy.local_addr, req, &mut note).await;
+    let result = forward(shared, &proxy.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     match result {
         Ok(resp) => {
@@ -179,7 +182,7 @@ impl ProxyError {
     /// Logs the failed request (once, here) and builds its response.
     fn into_response_logged(
         self,
-        peer: SocketAddr,
+        peer: Peer,
         method: &Method,
         path: &str,
         elapsed_ms: u64,
@@ -228,16 +231,23 @@ impl Outgoing {
 /// The pipeline. Every failure is a `ProxyError`; nothing here panics.
 async fn forward(
     shared: &Shared,
-    local_addr: SocketAddr,
+    local_authority: &str,
     mut req: Request<Incoming>,
     note: &mut CrumbNote,
 ) -> Result<Response<ProxyBody>, ProxyError> {
-    // 1. Only origin-form targets ("/job/x/build?delay=0sec"). An
-    //    absolute-form target from a client that treats us as an HTTP proxy
-    //    is taken for its path; CONNECT and "*" are refused.
+    // 0. CONNECT is not for us; everything else meets the policy first: a
+    //    refused request never reaches Jenkins, not even for a crumb.
     if req.method() == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
+    shared
+        .policy
+        .check(req.method(), req.uri(), req.headers())
+        .map_err(ProxyError::Rejected)?;
+
+    // 1. Only origin-form targets ("/job/x/build?delay=0sec"). An
+    //    absolute-form target from a client that treats us as an HTTP proxy
+    //    is taken for its path; "*" is refused.
     let target = req
         .uri()
         .path_and_query()
@@ -249,7 +259,7 @@ async fn forward(
         .base()
         .join(&target)
         .map_err(|_| ProxyError::BadRequestTarget)?;
-    let proxy_authority = client_authority(&req, local_addr);
+    let proxy_authority = client_authority(&req, local_authority);
 
     // 2. Headers: connection-level ones go (RFC 9110 §7.6.1), the client's
     //    credentials go, Jenkins' Host and our credentials come in. An
@@ -299,6 +309,7 @@ async fn forward(
     let headers = resp.headers_mut();
     headers::strip_hop_by_hop(headers);
     headers::strip_set_cookie(headers);
+    headers::strip_cors(headers);
     headers::rewrite_location(headers, shared.upstream.base(), &proxy_authority);
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -393,13 +404,13 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The proxy's own address as the client used it (its `Host`), so that a
 /// rewritten `Location` leads back the same way; the bound address when the
 /// client sent none that parses.
-fn client_authority(req: &Request<Incoming>, local_addr: SocketAddr) -> String {
+fn client_authority(req: &Request<Incoming>, local_authority: &str) -> String {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.parse::<Authority>().ok())
         .or_else(|| req.uri().authority().cloned())
-        .map_or_else(|| local_addr.to_string(), |a| a.as_str().to_owned())
+        .map_or_else(|| local_authority.to_owned(), |a| a.as_str().to_owned())
 }
 
 /// Copies bytes both ways between an upgraded client connection and the

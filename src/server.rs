@@ -1,9 +1,11 @@
-//! Sockets and connections.
+//! Connections.
 //!
-//! This module owns the accept loop, the HTTP/1.1 connection settings
-//! (timer, header-read timeout, keep-alive, upgrades), graceful shutdown with
-//! a drain deadline, and waiting for SIGINT/SIGTERM. It knows nothing about
-//! Jenkins: each connection gets a `proxy::Proxy` service and that is all.
+//! This module owns the accept loop with its connection cap, the HTTP/1.1
+//! connection settings (timer, header size cap, header-read timeout, idle
+//! timeout, keep-alive, upgrades), graceful shutdown with a drain deadline,
+//! and waiting for SIGINT/SIGTERM. Binding sockets is `listener`'s job; it
+//! knows nothing about Jenkins: each connection gets a `proxy::Proxy`
+//! service and that is all.
 
 use std::future::Future;
 use std::io;
@@ -12,15 +14,15 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::{watch, Semaphore};
 
-use crate::config::Config;
+use crate::config::{Config, LimitsConfig};
+use crate::listener::{Accepted, IdleTimeout, Listener, Peer};
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::UpstreamInitError;
 
-/// How long a client may take to send its request headers (slowloris).
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long open connections may take to finish after a shutdown signal.
 const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
@@ -29,6 +31,7 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 #[derive(Debug)]
 pub struct App {
     shared: Arc<Shared>,
+    limits: LimitsConfig,
 }
 
 impl App {
@@ -38,8 +41,10 @@ impl App {
     /// When the upstream client cannot be built (no root certificates for an
     /// `https` upstream).
     pub fn new(config: Config) -> Result<Self, UpstreamInitError> {
+        let limits = config.limits.clone();
         Ok(Self {
             shared: Arc::new(Shared::new(config)?),
+            limits,
         })
     }
 
@@ -63,22 +68,40 @@ impl App {
     /// Only if the listener's own address cannot be read.
     pub async fn serve(
         self,
-        listener: TcpListener,
+        listener: impl Into<Listener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
-        let local_addr = listener.local_addr()?;
-        tracing::info!(addr = %local_addr, upstream = %self.describe(), "listening");
+        let listener = listener.into();
+        let authority: Arc<str> = listener.authority()?.into();
+        tracing::info!(addr = %listener.local_addr()?, upstream = %self.describe(), "listening");
         // Connections watch this channel for the shutdown signal; once all
         // of them have dropped their receiver, the drain is complete. (hyper-
         // util's `GracefulShutdown` works the same way but does not accept
         // connections with upgrades enabled.)
         let (drain, _) = watch::channel(false);
+        // At most `max_connections` are served at once: the loop takes a
+        // permit before accepting, so further clients wait in the kernel's
+        // backlog instead of costing memory here (mini-redis).
+        let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
+            let permit = tokio::select! {
+                permit = permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => break,
+                },
+                () = &mut shutdown => break,
+            };
             tokio::select! {
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        serve_connection(&drain, stream, Proxy::new(self.shared.clone(), peer, local_addr));
+                    Ok(Accepted::Tcp(stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = Proxy::new(self.shared.clone(), Peer::Tcp(addr), authority.clone());
+                        serve_connection(&drain, &self.limits, stream, service, permit);
+                    }
+                    Ok(Accepted::Unix(stream, peer)) => {
+                        let service = Proxy::new(self.shared.clone(), peer, authority.clone());
+                        serve_connection(&drain, &self.limits, stream, service, permit);
                     }
                     Err(e) => handle_accept_error(e).await,
                 },
@@ -121,14 +144,25 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-fn serve_connection(drain: &watch::Sender<bool>, stream: TcpStream, service: Proxy) {
+fn serve_connection<I>(
+    drain: &watch::Sender<bool>,
+    limits: &LimitsConfig,
+    io: I,
+    service: Proxy,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let peer = service.peer();
-    let _ = stream.set_nodelay(true);
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
+        // Counted from when the proxy starts waiting for a request head, so
+        // it also bounds a keep-alive connection's wait for the next one.
+        .header_read_timeout(limits.header_read_timeout)
+        // A head larger than this is answered 431 (RFC 6585 §5).
+        .max_buf_size(limits.max_header_bytes)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(stream), service)
+        .serve_connection(TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)), service)
         .with_upgrades();
     let mut stop = drain.subscribe();
     tokio::spawn(async move {
@@ -145,6 +179,7 @@ fn serve_connection(drain: &watch::Sender<bool>, stream: TcpStream, service: Pro
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
         drop(stop);
+        drop(permit);
     });
 }
 

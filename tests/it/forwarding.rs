@@ -394,7 +394,7 @@ async fn connect_is_refused() {
     jenkins.finish().await;
 }
 
-/// An upgrade (WebSocket, as the Jenkins CLI's `-webSocket` mode uses) is
+/// An upgrade (WebSocket; the Jenkins CLI uses one once a rule allows it) is
 /// forwarded with the proxy's credentials, and after Jenkins' 101 the bytes
 /// flow both ways. The upstream here is a minimal echo server, since the
 /// Jenkins double speaks no WebSocket.
@@ -447,7 +447,7 @@ async fn upgrades_are_tunnelled_with_credentials() {
     .await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
-        .write_all(b"GET /cli/ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
+        .write_all(b"GET /websocket-echo HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n")
         .await
         .unwrap();
     let mut head = Vec::new();

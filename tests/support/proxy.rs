@@ -37,8 +37,12 @@ pub enum Secret<'a> {
 /// Extra lines for the config's sections.
 #[derive(Debug, Default, Clone)]
 pub struct Extra {
+    pub listen: String,
     pub upstream: String,
     pub crumb: String,
+    /// Whole sections appended at the end (`[policy]`, `[[policy.rules]]`,
+    /// `[limits]`).
+    pub tail: String,
 }
 
 /// Writes a config for `upstream` (and its secret file) into `dir`.
@@ -54,17 +58,24 @@ pub fn write_config(
         Secret::Token(t) => ("api_token_file", t),
     };
     // A trailing newline, as `echo` writes it: not part of the secret.
-    std::fs::write(dir.join("secret"), format!("{value}\n")).unwrap();
+    let secret = dir.join("secret");
+    std::fs::write(&secret, format!("{value}\n")).unwrap();
+    set_mode(&secret, 0o600);
     let text = format!(
-        "[listen]\naddress = \"127.0.0.1:0\"\n\
+        "[listen]\naddress = \"127.0.0.1:0\"\n{}\n\
          [upstream]\nurl = \"{upstream}\"\n{}\n\
          [credentials]\nusername = \"{user}\"\n{key} = \"secret\"\n\
-         [crumb]\n{}\n",
-        extra.upstream, extra.crumb
+         [crumb]\n{}\n{}\n",
+        extra.listen, extra.upstream, extra.crumb, extra.tail
     );
     let path = dir.join("crumb-proxy.toml");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
 /// The proxy running in this process on 127.0.0.1:0.

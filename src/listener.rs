@@ -1,0 +1,274 @@
+//! Listening sockets and who is on the other end.
+//!
+//! This module owns binding a TCP or Unix socket listener (a Unix socket is
+//! created with a chosen mode, replaces a stale socket file, refuses to
+//! replace a live one or a non-socket file, and is removed on exit), telling
+//! who a peer is (TCP address, or `SO_PEERCRED` uid and pid on a Unix
+//! socket), and the idle timeout wrapper for client connections. It knows
+//! nothing about HTTP; `server` drives connections.
+
+use std::fmt;
+use std::future::Future as _;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
+use tokio::time::{Instant, Sleep};
+
+use crate::config::ListenAddr;
+
+/// A bound listener.
+#[derive(Debug)]
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixSocket),
+}
+
+/// A Unix socket listener that removes its socket file when dropped.
+#[derive(Debug)]
+pub struct UnixSocket {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+impl Drop for UnixSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(l: TcpListener) -> Self {
+        Listener::Tcp(l)
+    }
+}
+
+/// Who sent a request, for the request log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Peer {
+    Tcp(SocketAddr),
+    /// `SO_PEERCRED` of the connecting process.
+    Unix { uid: u32, pid: Option<i32> },
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Peer::Tcp(addr) => write!(f, "{addr}"),
+            Peer::Unix { uid, pid: Some(pid) } => write!(f, "uid={uid},pid={pid}"),
+            Peer::Unix { uid, pid: None } => write!(f, "uid={uid}"),
+        }
+    }
+}
+
+/// An accepted connection.
+pub(crate) enum Accepted {
+    Tcp(TcpStream, SocketAddr),
+    Unix(UnixStream, Peer),
+}
+
+impl Listener {
+    /// Binds `addr`. A Unix socket gets `socket_mode` before it becomes
+    /// reachable under its name: it is bound under a temporary name, its
+    /// mode set, then renamed into place.
+    ///
+    /// # Errors
+    /// The address is in use (for a Unix socket: another process answers on
+    /// it, or the path is not a socket), or binding fails otherwise.
+    pub async fn bind(addr: &ListenAddr, socket_mode: u32) -> io::Result<Self> {
+        match addr {
+            ListenAddr::Tcp(sock) => Ok(Listener::Tcp(TcpListener::bind(sock).await?)),
+            ListenAddr::Unix(path) => Ok(Listener::Unix(bind_unix(path, socket_mode).await?)),
+        }
+    }
+
+    /// What to log as the listening address.
+    pub fn local_addr(&self) -> io::Result<String> {
+        match self {
+            Listener::Tcp(l) => Ok(l.local_addr()?.to_string()),
+            Listener::Unix(u) => Ok(format!("unix:{}", u.path.display())),
+        }
+    }
+
+    /// The authority clients use to reach the proxy, when they send no
+    /// usable `Host` (for `Location` rewriting).
+    pub(crate) fn authority(&self) -> io::Result<String> {
+        match self {
+            Listener::Tcp(l) => Ok(l.local_addr()?.to_string()),
+            Listener::Unix(_) => Ok("localhost".to_owned()),
+        }
+    }
+
+    pub(crate) async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => {
+                let (stream, addr) = l.accept().await?;
+                Ok(Accepted::Tcp(stream, addr))
+            }
+            Listener::Unix(u) => {
+                let (stream, _) = u.listener.accept().await?;
+                let peer = match stream.peer_cred() {
+                    Ok(cred) => Peer::Unix {
+                        uid: cred.uid(),
+                        pid: cred.pid(),
+                    },
+                    Err(_) => Peer::Unix {
+                        uid: u32::MAX,
+                        pid: None,
+                    },
+                };
+                Ok(Accepted::Unix(stream, peer))
+            }
+        }
+    }
+}
+
+async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixSocket> {
+    use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => {
+            // Live or stale? Only a socket nobody answers on is replaced.
+            match UnixStream::connect(path).await {
+                Ok(_) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        format!("another process is listening on {}", path.display()),
+                    ))
+                }
+                Err(_) => std::fs::remove_file(path)?,
+            }
+        }
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; remove it or choose another path", path.display()),
+            ))
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let file_name = path.file_name().ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
+    })?;
+    let mut temp_name = file_name.to_owned();
+    temp_name.push(format!(".{}.tmp", std::process::id()));
+    let temp = path.with_file_name(temp_name);
+    let _ = std::fs::remove_file(&temp);
+    let listener = UnixListener::bind(&temp)?;
+    let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
+        .and_then(|()| std::fs::rename(&temp, path));
+    if let Err(e) = placed {
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
+    Ok(UnixSocket {
+        listener,
+        path: path.to_owned(),
+    })
+}
+
+pin_project_lite::pin_project! {
+    /// Closes a client connection on which no bytes moved in either
+    /// direction for `idle` while the server was waiting on it: between
+    /// requests, or a client that stalls mid-body or stops reading. Waiting
+    /// for Jenkins is not the client's idleness and is bounded elsewhere.
+    #[derive(Debug)]
+    pub(crate) struct IdleTimeout<I> {
+        #[pin]
+        inner: I,
+        idle: Duration,
+        // Boxed so the wrapper stays `Unpin` for hyper.
+        timer: Pin<Box<Sleep>>,
+    }
+}
+
+impl<I> IdleTimeout<I> {
+    pub(crate) fn new(inner: I, idle: Duration) -> Self {
+        Self {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+fn timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "client connection idle")
+}
+
+impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.project();
+        let before = buf.filled().len();
+        match this.inner.poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                if buf.filled().len() > before {
+                    this.timer.as_mut().reset(Instant::now() + *this.idle);
+                }
+                Poll::Ready(Ok(()))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        match this.inner.poll_write(cx, data) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.timer.as_mut().reset(Instant::now() + *this.idle);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.project();
+        match this.inner.poll_write_vectored(cx, bufs) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.timer.as_mut().reset(Instant::now() + *this.idle);
+                }
+                Poll::Ready(Ok(n))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => match this.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.project().inner.poll_shutdown(cx)
+    }
+}
