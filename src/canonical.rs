@@ -31,7 +31,9 @@ impl CanonicalPath {
     pub(crate) fn new(raw_path: &str) -> Self {
         let mut decoded = raw_path.to_owned();
         for _ in 0..DECODE_ROUNDS {
-            let next = percent_decode_str(&decoded).decode_utf8_lossy().into_owned();
+            let next = percent_decode_str(&decoded)
+                .decode_utf8_lossy()
+                .into_owned();
             if next == decoded {
                 break;
             }
@@ -144,7 +146,9 @@ impl Pattern {
 fn matches(pieces: &[Piece], segments: &[&str]) -> bool {
     match pieces.split_first() {
         None => segments.is_empty(),
-        Some((Piece::Any, rest)) => (0..=segments.len()).any(|skip| matches(rest, &segments[skip..])),
+        Some((Piece::Any, rest)) => {
+            (0..=segments.len()).any(|skip| matches(rest, &segments[skip..]))
+        }
         Some((piece, rest)) => match segments.split_first() {
             None => false,
             Some((segment, more)) => {
@@ -202,7 +206,16 @@ mod tests {
 
     #[test]
     fn patterns_that_never_match_are_refused() {
-        for bad in ["job/x", "/Job/x", "/job//x", "/job/./x", "/job/../x", "/job/x*", "/job/%41", "/x;y"] {
+        for bad in [
+            "job/x",
+            "/Job/x",
+            "/job//x",
+            "/job/./x",
+            "/job/../x",
+            "/job/x*",
+            "/job/%41",
+            "/x;y",
+        ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
     }

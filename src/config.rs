@@ -542,7 +542,8 @@ fn listen_from_raw(
                 return Err(ConfigError::Invalid {
                     key: "listen.socket_mode",
                     value: mode,
-                    problem: "must be an octal permission string such as \"0600\" or \"0660\"".into(),
+                    problem: "must be an octal permission string such as \"0600\" or \"0660\""
+                        .into(),
                 })
             }
         },
@@ -558,7 +559,9 @@ fn parse_listen_addr(text: &str) -> Result<ListenAddr, ConfigError> {
     };
     if let Some(path) = text.strip_prefix("unix:") {
         if path.is_empty() {
-            return Err(invalid("name the socket file, e.g. \"unix:/run/crumb-proxy/proxy.sock\""));
+            return Err(invalid(
+                "name the socket file, e.g. \"unix:/run/crumb-proxy/proxy.sock\"",
+            ));
         }
         return Ok(ListenAddr::Unix(PathBuf::from(path)));
     }
@@ -824,13 +827,18 @@ fn policy_from_raw(
         let action = match r.action.as_str() {
             "allow" => Action::Allow,
             "deny" => Action::Deny,
-            other => return Err(fail(format!("action {other:?} must be \"allow\" or \"deny\""))),
+            other => {
+                return Err(fail(format!(
+                    "action {other:?} must be \"allow\" or \"deny\""
+                )))
+            }
         };
         let methods = match &r.methods {
             None => None,
             Some(list) if list.is_empty() => {
                 return Err(fail(
-                    "methods = [] can never match; leave `methods` out to match every method".into(),
+                    "methods = [] can never match; leave `methods` out to match every method"
+                        .into(),
                 ))
             }
             Some(list) => {
@@ -839,9 +847,15 @@ fn policy_from_raw(
                     let method = http::Method::from_bytes(m.as_bytes())
                         .ok()
                         .filter(|_| m.chars().all(|c| c.is_ascii_uppercase()))
-                        .ok_or_else(|| fail(format!("method {m:?} is not an upper-case HTTP method such as \"POST\"")))?;
+                        .ok_or_else(|| {
+                            fail(format!(
+                                "method {m:?} is not an upper-case HTTP method such as \"POST\""
+                            ))
+                        })?;
                     if method == http::Method::CONNECT {
-                        return Err(fail("CONNECT never reaches the policy (the proxy refuses it)".into()));
+                        return Err(fail(
+                            "CONNECT never reaches the policy (the proxy refuses it)".into(),
+                        ));
                     }
                     methods.push(method);
                 }
@@ -851,7 +865,8 @@ fn policy_from_raw(
         let pattern = Pattern::parse(&r.path).map_err(|p| fail(format!("can never match: {p}")))?;
         if read_only && action == Action::Allow {
             let writes_only = methods.as_ref().is_some_and(|ms| {
-                ms.iter().all(|m| *m != http::Method::GET && *m != http::Method::HEAD)
+                ms.iter()
+                    .all(|m| *m != http::Method::GET && *m != http::Method::HEAD)
             });
             if writes_only {
                 return Err(fail(
@@ -861,7 +876,10 @@ fn policy_from_raw(
                 ));
             }
         }
-        if let Some(earlier) = rules.iter().find(|e| shadows(e, methods.as_deref(), &pattern)) {
+        if let Some(earlier) = rules
+            .iter()
+            .find(|e| shadows(e, methods.as_deref(), &pattern))
+        {
             return Err(fail(format!(
                 "can never match: {} ({}) comes first and matches every request this one would",
                 earlier.name,
@@ -930,7 +948,8 @@ fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
             problem: format!("must be at least 1; the default is {DEFAULT_MAX_CONNECTIONS}"),
         });
     }
-    let secs = |key: &'static str, value: Option<u64>, default: u64| match value.unwrap_or(default) {
+    let secs = |key: &'static str, value: Option<u64>, default: u64| match value.unwrap_or(default)
+    {
         0 => Err(ConfigError::Invalid {
             key,
             value: "0".into(),
@@ -946,7 +965,11 @@ fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.header_read_timeout_secs,
             DEFAULT_HEADER_READ_TIMEOUT_SECS,
         )?,
-        idle_timeout: secs("limits.idle_timeout_secs", raw.idle_timeout_secs, DEFAULT_IDLE_TIMEOUT_SECS)?,
+        idle_timeout: secs(
+            "limits.idle_timeout_secs",
+            raw.idle_timeout_secs,
+            DEFAULT_IDLE_TIMEOUT_SECS,
+        )?,
     })
 }
 
@@ -989,7 +1012,10 @@ mod tests {
     fn defaults_and_secret_file_relative_to_config() {
         let dir = Dir::new("defaults");
         let c = load(&dir, "password_file = \"pw\"").unwrap();
-        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:8181".parse().unwrap()));
+        assert_eq!(
+            c.listen.addr,
+            ListenAddr::Tcp("127.0.0.1:8181".parse().unwrap())
+        );
         assert_eq!(c.listen.socket_mode, 0o600);
         assert!(c.policy.allowed_hosts.contains("localhost"));
         assert!(!c.policy.read_only);
@@ -1119,9 +1145,12 @@ mod tests {
     #[test]
     fn remote_allowed_explicitly_and_localhost_accepted() {
         let dir = Dir::new("remote");
-        let err = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true")
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &dir,
+            "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("client token"), "{err}");
         let c = load(
             &dir,
@@ -1131,8 +1160,15 @@ mod tests {
         assert_eq!(c.listen.addr, ListenAddr::Tcp("0.0.0.0:9".parse().unwrap()));
         assert!(c.policy.client_token.is_some());
         assert!(c.policy.allowed_hosts.contains("0.0.0.0"));
-        let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"").unwrap();
-        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+        let c = load(
+            &dir,
+            "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"",
+        )
+        .unwrap();
+        assert_eq!(
+            c.listen.addr,
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
         let c = load(&dir, "password_file = \"pw\"\n[listen]\naddress = \"unix:proxy.sock\"\nsocket_mode = \"0660\"").unwrap();
         assert_eq!(c.listen.addr, ListenAddr::Unix(dir.0.join("proxy.sock")));
         assert_eq!(c.listen.socket_mode, 0o660);
@@ -1155,7 +1191,10 @@ mod tests {
             ..Overrides::default()
         };
         let c = Config::load(Some(&file), &overrides).unwrap();
-        assert_eq!(c.listen.addr, ListenAddr::Tcp("127.0.0.1:0".parse().unwrap()));
+        assert_eq!(
+            c.listen.addr,
+            ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+        );
         assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
         assert_eq!(c.credentials.username(), "bob");
         assert_eq!(c.crumb.mode, CrumbMode::Never);

@@ -165,7 +165,10 @@ const BUILTINS: &[Builtin] = &[
         what: "API token generation and revocation hand out or destroy credentials",
         matches: |_, s| {
             below_user(s).is_some_and(|u| {
-                matches!(u, ["descriptorbyname", "jenkins.security.apitokenproperty", ..])
+                matches!(
+                    u,
+                    ["descriptorbyname", "jenkins.security.apitokenproperty", ..]
+                )
             })
         },
     },
@@ -174,7 +177,10 @@ const BUILTINS: &[Builtin] = &[
         what: "user and security configuration changes who may do what",
         matches: |m, s| {
             let user_change = below_user(s).is_some_and(|u| {
-                matches!(u, ["configsubmit" | "configure" | "delete" | "dodelete", ..])
+                matches!(
+                    u,
+                    ["configsubmit" | "configure" | "delete" | "dodelete", ..]
+                )
             });
             let global = matches!(
                 without_manage(s),
@@ -196,8 +202,7 @@ const BUILTINS: &[Builtin] = &[
         name: "plugins",
         what: "plugin and update-center changes install code on the controller",
         matches: |m, s| {
-            unsafe_method(m)
-                && matches!(without_manage(s), ["pluginmanager" | "updatecenter", ..])
+            unsafe_method(m) && matches!(without_manage(s), ["pluginmanager" | "updatecenter", ..])
         },
     },
     Builtin {
@@ -239,7 +244,10 @@ impl fmt::Debug for Policy {
             .field("rules", &self.rules)
             .field("allowed_origins", &self.allowed_origins)
             .field("allowed_hosts", &self.allowed_hosts)
-            .field("client_token", &self.client_token.as_ref().map(|_| "[redacted]"))
+            .field(
+                "client_token",
+                &self.client_token.as_ref().map(|_| "[redacted]"),
+            )
             .finish()
     }
 }
@@ -247,11 +255,18 @@ impl fmt::Debug for Policy {
 impl Policy {
     /// Checks a request before anything is forwarded. `Ok(())` lets it
     /// through.
-    pub(crate) fn check(&self, method: &Method, uri: &Uri, headers: &HeaderMap) -> Result<(), Rejection> {
+    pub(crate) fn check(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+    ) -> Result<(), Rejection> {
         self.check_client_token(headers)?;
         self.check_host(uri, headers)?;
         self.check_browser(method, headers)?;
-        if headers.contains_key(header::CONTENT_LENGTH) && headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH)
+            && headers.contains_key(header::TRANSFER_ENCODING)
+        {
             // RFC 9112 §6.3: a request smuggling shape; refuse rather than
             // rely on each hop settling it the same way.
             return Err(Rejection::new(
@@ -304,10 +319,18 @@ impl Policy {
         match headers.get(header::HOST).map(|h| h.to_str()) {
             Some(Ok(host)) => names.push(host_without_port(host)),
             Some(Err(_)) => {
-                return Err(Rejection::new(StatusCode::FORBIDDEN, "host-not-allowed", "the Host header is not text"))
+                return Err(Rejection::new(
+                    StatusCode::FORBIDDEN,
+                    "host-not-allowed",
+                    "the Host header is not text",
+                ))
             }
             None if names.is_empty() => {
-                return Err(Rejection::new(StatusCode::FORBIDDEN, "host-not-allowed", "the request has no Host header"))
+                return Err(Rejection::new(
+                    StatusCode::FORBIDDEN,
+                    "host-not-allowed",
+                    "the request has no Host header",
+                ))
             }
             None => {}
         }
@@ -329,17 +352,31 @@ impl Policy {
     /// CORS and unsafe requests). Someone typing the proxy's address into
     /// the address bar sends `Sec-Fetch-Site: none` and may read.
     fn check_browser(&self, method: &Method, headers: &HeaderMap) -> Result<(), Rejection> {
-        let refuse = |why: String| Err(Rejection::new(StatusCode::FORBIDDEN, "browser-request", why));
+        let refuse = |why: String| {
+            Err(Rejection::new(
+                StatusCode::FORBIDDEN,
+                "browser-request",
+                why,
+            ))
+        };
         if let Some(origin) = headers.get(header::ORIGIN) {
-            let origin = origin.to_str().unwrap_or("").trim_end_matches('/').to_ascii_lowercase();
+            let origin = origin
+                .to_str()
+                .unwrap_or("")
+                .trim_end_matches('/')
+                .to_ascii_lowercase();
             if !self.allowed_origins.contains(&origin) {
-                return refuse(format!("requests from the web origin {origin:?} are refused"));
+                return refuse(format!(
+                    "requests from the web origin {origin:?} are refused"
+                ));
             }
         }
         if let Some(site) = headers.get("sec-fetch-site") {
             let site = site.to_str().unwrap_or("");
             if !site.eq_ignore_ascii_case("none") {
-                return refuse(format!("a browser request (Sec-Fetch-Site: {site}) is refused"));
+                return refuse(format!(
+                    "a browser request (Sec-Fetch-Site: {site}) is refused"
+                ));
             }
             if unsafe_method(method) {
                 return refuse("a browser may only read through the proxy (GET, HEAD)".into());
@@ -351,7 +388,9 @@ impl Policy {
             let same_origin = match (&from, host) {
                 (Some(from), Some(host)) => {
                     from.scheme_str() == Some("http")
-                        && from.authority().is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
+                        && from
+                            .authority()
+                            .is_some_and(|a| a.as_str().eq_ignore_ascii_case(host))
                 }
                 _ => false,
             };
@@ -384,7 +423,11 @@ impl Policy {
                     Action::Allow => Ok(()),
                     Action::Deny => Err(Rejection::denied(
                         rule.name.clone(),
-                        format!("{method} {path} is denied by {} ({})", rule.name, rule.pattern.as_str()),
+                        format!(
+                            "{method} {path} is denied by {} ({})",
+                            rule.name,
+                            rule.pattern.as_str()
+                        ),
                     )),
                 };
             }
@@ -394,7 +437,10 @@ impl Policy {
             if (builtin.matches)(method, &segments) {
                 return Err(Rejection::denied(
                     builtin.name,
-                    format!("{method} {path} is denied by the built-in rule {}: {}", builtin.name, builtin.what),
+                    format!(
+                        "{method} {path} is denied by the built-in rule {}: {}",
+                        builtin.name, builtin.what
+                    ),
                 ));
             }
         }
@@ -419,16 +465,27 @@ mod tests {
             read_only: false,
             rules: Vec::new(),
             allowed_origins: Vec::new(),
-            allowed_hosts: ["localhost", "127.0.0.1", "[::1]"].into_iter().map(String::from).collect(),
+            allowed_hosts: ["localhost", "127.0.0.1", "[::1]"]
+                .into_iter()
+                .map(String::from)
+                .collect(),
             client_token: None,
         }
     }
 
-    fn check(p: &Policy, method: Method, path: &str, headers: &[(&str, &str)]) -> Result<(), Rejection> {
+    fn check(
+        p: &Policy,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<(), Rejection> {
         let mut map = HeaderMap::new();
         map.insert(header::HOST, "127.0.0.1:8181".parse().unwrap());
         for (k, v) in headers {
-            map.insert(http::HeaderName::from_bytes(k.as_bytes()).unwrap(), v.parse().unwrap());
+            map.insert(
+                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
         }
         p.check(&method, &path.parse().unwrap(), &map)
     }
@@ -490,7 +547,11 @@ mod tests {
                 for path in *paths {
                     let got = check(&p, method.parse().unwrap(), path, &[]);
                     let rejection = got.expect_err(&format!("{method} {path} passed"));
-                    assert_eq!(rejection.rule.as_deref(), Some(*rule), "{method} {path}: {rejection:?}");
+                    assert_eq!(
+                        rejection.rule.as_deref(),
+                        Some(*rule),
+                        "{method} {path}: {rejection:?}"
+                    );
                     assert_eq!(rejection.kind, "denied-by-policy");
                     assert_eq!(rejection.status, StatusCode::FORBIDDEN);
                 }
@@ -519,7 +580,11 @@ mod tests {
             ("GET", "/computer/agent-1/api/json"),
             ("POST", "/queue/cancelItem"),
         ] {
-            assert_eq!(check(&p, method.parse().unwrap(), path, &[]), Ok(()), "{method} {path}");
+            assert_eq!(
+                check(&p, method.parse().unwrap(), path, &[]),
+                Ok(()),
+                "{method} {path}"
+            );
         }
     }
 
@@ -554,7 +619,13 @@ mod tests {
         p.read_only = true;
         assert_eq!(check(&p, Method::GET, "/api/json", &[]), Ok(()));
         assert_eq!(check(&p, Method::HEAD, "/api/json", &[]), Ok(()));
-        for m in [Method::POST, Method::PUT, Method::DELETE, Method::PATCH, Method::OPTIONS] {
+        for m in [
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::PATCH,
+            Method::OPTIONS,
+        ] {
             let r = check(&p, m.clone(), "/job/x/build", &[]).unwrap_err();
             assert_eq!(r.rule.as_deref(), Some("read-only"), "{m}");
         }
@@ -577,14 +648,39 @@ mod tests {
             assert_eq!(r.kind, "browser-request", "{headers:?}");
         }
         // The address bar: reading is fine, changing is not.
-        assert_eq!(check(&p, Method::GET, "/api/json", &[("sec-fetch-site", "none")]), Ok(()));
-        let r = check(&p, Method::POST, "/job/x/build", &[("sec-fetch-site", "none")]).unwrap_err();
+        assert_eq!(
+            check(&p, Method::GET, "/api/json", &[("sec-fetch-site", "none")]),
+            Ok(())
+        );
+        let r = check(
+            &p,
+            Method::POST,
+            "/job/x/build",
+            &[("sec-fetch-site", "none")],
+        )
+        .unwrap_err();
         assert_eq!(r.kind, "browser-request");
         // A same-origin referer (a page the proxy itself served).
-        assert_eq!(check(&p, Method::GET, "/api/json", &[("referer", "http://127.0.0.1:8181/job/x/")]), Ok(()));
+        assert_eq!(
+            check(
+                &p,
+                Method::GET,
+                "/api/json",
+                &[("referer", "http://127.0.0.1:8181/job/x/")]
+            ),
+            Ok(())
+        );
         let mut allowed = policy();
         allowed.allowed_origins = vec!["http://localhost:3000".into()];
-        assert_eq!(check(&allowed, Method::GET, "/api/json", &[("origin", "http://localhost:3000")]), Ok(()));
+        assert_eq!(
+            check(
+                &allowed,
+                Method::GET,
+                "/api/json",
+                &[("origin", "http://localhost:3000")]
+            ),
+            Ok(())
+        );
     }
 
     #[test]
@@ -593,20 +689,36 @@ mod tests {
         for host in ["localhost:8181", "127.0.0.1", "[::1]:8181", "LOCALHOST:1"] {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, host.parse().unwrap());
-            assert_eq!(p.check(&Method::GET, &"/".parse().unwrap(), &h), Ok(()), "{host}");
+            assert_eq!(
+                p.check(&Method::GET, &"/".parse().unwrap(), &h),
+                Ok(()),
+                "{host}"
+            );
         }
-        for host in ["localhost.evil.example", "evil.example", "127.0.0.1.nip.io:8181", "127.0.0.2", "0.0.0.0"] {
+        for host in [
+            "localhost.evil.example",
+            "evil.example",
+            "127.0.0.1.nip.io:8181",
+            "127.0.0.2",
+            "0.0.0.0",
+        ] {
             let mut h = HeaderMap::new();
             h.insert(header::HOST, host.parse().unwrap());
-            let r = p.check(&Method::GET, &"/".parse().unwrap(), &h).unwrap_err();
+            let r = p
+                .check(&Method::GET, &"/".parse().unwrap(), &h)
+                .unwrap_err();
             assert_eq!(r.kind, "host-not-allowed", "{host}");
         }
-        let r = p.check(&Method::GET, &"/".parse().unwrap(), &HeaderMap::new()).unwrap_err();
+        let r = p
+            .check(&Method::GET, &"/".parse().unwrap(), &HeaderMap::new())
+            .unwrap_err();
         assert_eq!(r.kind, "host-not-allowed");
         // An absolute-form target names a host too, and must pass as well.
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "localhost".parse().unwrap());
-        let r = p.check(&Method::GET, &"http://evil.example/".parse().unwrap(), &h).unwrap_err();
+        let r = p
+            .check(&Method::GET, &"http://evil.example/".parse().unwrap(), &h)
+            .unwrap_err();
         assert_eq!(r.kind, "host-not-allowed");
     }
 
@@ -616,9 +728,20 @@ mod tests {
         p.client_token = Some(Secret::new("s3cret-client-token".into()));
         let r = check(&p, Method::GET, "/api/json", &[]).unwrap_err();
         assert_eq!((r.status.as_u16(), r.kind), (407, "client-token-required"));
-        let r = check(&p, Method::GET, "/api/json", &[("proxy-authorization", "Bearer wrong")]).unwrap_err();
+        let r = check(
+            &p,
+            Method::GET,
+            "/api/json",
+            &[("proxy-authorization", "Bearer wrong")],
+        )
+        .unwrap_err();
         assert_eq!(r.kind, "client-token-invalid");
-        let ok = check(&p, Method::GET, "/api/json", &[("proxy-authorization", "bearer s3cret-client-token")]);
+        let ok = check(
+            &p,
+            Method::GET,
+            "/api/json",
+            &[("proxy-authorization", "bearer s3cret-client-token")],
+        );
         assert_eq!(ok, Ok(()));
         assert!(!format!("{p:?}").contains("s3cret"));
     }

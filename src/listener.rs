@@ -53,14 +53,20 @@ impl From<TcpListener> for Listener {
 pub(crate) enum Peer {
     Tcp(SocketAddr),
     /// `SO_PEERCRED` of the connecting process.
-    Unix { uid: u32, pid: Option<i32> },
+    Unix {
+        uid: u32,
+        pid: Option<i32>,
+    },
 }
 
 impl fmt::Display for Peer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Peer::Tcp(addr) => write!(f, "{addr}"),
-            Peer::Unix { uid, pid: Some(pid) } => write!(f, "uid={uid},pid={pid}"),
+            Peer::Unix {
+                uid,
+                pid: Some(pid),
+            } => write!(f, "uid={uid},pid={pid}"),
             Peer::Unix { uid, pid: None } => write!(f, "uid={uid}"),
         }
     }
@@ -146,14 +152,20 @@ async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixSocket> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; remove it or choose another path", path.display()),
+                format!(
+                    "{} exists and is not a socket; remove it or choose another path",
+                    path.display()
+                ),
             ))
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
     let file_name = path.file_name().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, format!("{} names no file", path.display()))
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} names no file", path.display()),
+        )
     })?;
     let mut temp_name = file_name.to_owned();
     temp_name.push(format!(".{}.tmp", std::process::id()));
@@ -202,7 +214,11 @@ fn timed_out() -> io::Error {
 }
 
 impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
         match this.inner.poll_read(cx, buf) {
@@ -222,7 +238,11 @@ impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
 }
 
 impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.project();
         match this.inner.poll_write(cx, data) {
             Poll::Ready(Ok(n)) => {

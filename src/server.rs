@@ -162,7 +162,10 @@ fn serve_connection<I>(
         // A head larger than this is answered 431 (RFC 6585 §5).
         .max_buf_size(limits.max_header_bytes)
         .keep_alive(true)
-        .serve_connection(TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)), service)
+        .serve_connection(
+            TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),
+            service,
+        )
         .with_upgrades();
     let mut stop = drain.subscribe();
     tokio::spawn(async move {

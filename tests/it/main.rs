@@ -11,4 +11,5 @@ mod configs;
 mod crumbs;
 mod forwarding;
 mod mock;
+mod security;
 mod streaming;

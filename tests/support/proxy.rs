@@ -230,7 +230,9 @@ pub fn request(
 #[derive(Debug)]
 pub struct Binary {
     pub child: Child,
-    pub addr: SocketAddr,
+    /// What the binary logged as its listening address: `127.0.0.1:PORT`
+    /// or `unix:/path`.
+    pub listen: String,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -276,8 +278,8 @@ impl Binary {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(addr) => addr.parse().expect("listening address"),
+        let listen = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(addr) => addr,
             Err(_) => {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -287,11 +289,16 @@ impl Binary {
                 );
             }
         };
-        Self { child, addr, log }
+        Self { child, listen, log }
+    }
+
+    /// The TCP address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.listen.parse().expect("a TCP listener")
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
+        format!("http://{}{path}", self.listen)
     }
 
     /// Peak resident memory of the process so far (`VmHWM`), in bytes.
