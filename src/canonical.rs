@@ -117,7 +117,7 @@ impl Pattern {
                 s if s.chars().any(char::is_uppercase) => {
                     return Err(format!(
                         "segment {s:?}: paths are compared in lower case; write {:?}",
-                        s.to_lowercase()
+                        text.to_lowercase()
                     ))
                 }
                 s => Piece::Literal(s.to_owned()),

@@ -1120,6 +1120,84 @@ mod tests {
         }
     }
 
+    /// A rule that could never match, or never take effect, is refused
+    /// with the rule's index and why (a filter that silently does nothing
+    /// is how kubectl's `--reject-methods` failed, anchors.md §3.1).
+    #[test]
+    fn rules_that_can_never_match_are_config_errors() {
+        let dir = Dir::new("rules");
+        let rule = |body: &str| format!("password_file = \"pw\"\n[[policy.rules]]\n{body}");
+        for (body, needles) in [
+            ("action = \"allow\"\npath = \"job/x\"", &["policy.rules[0]", "start with /"][..]),
+            ("action = \"deny\"\npath = \"/Job/x\"", &["lower case", "/job/x"]),
+            ("action = \"deny\"\npath = \"/job/x*\"", &["whole segments"]),
+            ("action = \"deny\"\npath = \"/job/%78\"", &["decoded"]),
+            ("action = \"deny\"\npath = \"/job/../x\"", &["`..`"]),
+            ("action = \"deny\"\npath = \"/a//b\"", &["empty segment"]),
+            ("action = \"deny\"\nmethods = []\npath = \"/x\"", &["methods = []"]),
+            ("action = \"deny\"\nmethods = [\"post\"]\npath = \"/x\"", &["upper-case"]),
+            ("action = \"deny\"\nmethods = [\"CONNECT\"]\npath = \"/x\"", &["CONNECT"]),
+            ("action = \"block\"\npath = \"/x\"", &["\"allow\" or \"deny\""]),
+            (
+                "action = \"deny\"\npath = \"/**\"\n[[policy.rules]]\naction = \"allow\"\npath = \"/x\"",
+                &["policy.rules[1]", "policy.rules[0]", "never match"],
+            ),
+            (
+                "action = \"deny\"\nmethods = [\"POST\", \"PUT\"]\npath = \"/x\"\n[[policy.rules]]\naction = \"allow\"\nmethods = [\"POST\"]\npath = \"/x\"",
+                &["policy.rules[1]", "comes first"],
+            ),
+        ] {
+            let err = load(&dir, &rule(body)).unwrap_err().to_string();
+            for needle in needles {
+                assert!(err.contains(needle), "{body:?}: {err:?} lacks {needle:?}");
+            }
+        }
+        let err = load(&dir, "password_file = \"pw\"\n[policy]\nread_only = true\n[[policy.rules]]\naction = \"allow\"\nmethods = [\"POST\"]\npath = \"/x\"")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("read_only"), "{err}");
+        // Sound rules load, in order.
+        let c = load(&dir, &rule("action = \"allow\"\nmethods = [\"POST\"]\npath = \"/scripttext\"\n[[policy.rules]]\naction = \"deny\"\npath = \"/job/*/build/\"")).unwrap();
+        assert_eq!(c.policy.rules.len(), 2);
+        assert_eq!(c.policy.rules[1].name, "policy.rules[1]");
+    }
+
+    #[test]
+    fn listen_extras_are_checked() {
+        let dir = Dir::new("listen-extras");
+        for (listen, needle) in [
+            ("allowed_hosts = [\"http://x\"]", "listen.allowed_hosts"),
+            ("allowed_hosts = [\"x:80\"]", "without scheme or port"),
+            ("socket_mode = \"rw\"", "listen.socket_mode"),
+            ("address = \"unix:\"", "name the socket file"),
+            ("client_token_file = \"token\"\nclient_token_env = \"X\"", "not both"),
+        ] {
+            let err = load(&dir, &format!("password_file = \"pw\"\n[listen]\n{listen}"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(needle), "{listen}: {err}");
+        }
+        let err = load(&dir, "password_file = \"pw\"\n[policy]\nallowed_origins = [\"localhost:3000\"]")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("policy.allowed_origins"), "{err}");
+        let err = load(&dir, "password_file = \"pw\"\n[limits]\nmax_header_bytes = 100").unwrap_err().to_string();
+        assert!(err.contains("limits.max_header_bytes") && err.contains("8192"), "{err}");
+    }
+
+    #[test]
+    fn loose_secret_file_gives_a_warning() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = Dir::new("loose");
+        let pw = dir.0.join("pw");
+        fs::set_permissions(&pw, fs::Permissions::from_mode(0o640)).unwrap();
+        let c = load(&dir, "password_file = \"pw\"").unwrap();
+        assert_eq!(c.warnings().len(), 1);
+        assert!(c.warnings()[0].contains("chmod 600") && c.warnings()[0].contains("pw"));
+        fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(load(&dir, "password_file = \"pw\"").unwrap().warnings().is_empty());
+    }
+
     #[test]
     fn upstream_url_is_checked() {
         let dir = Dir::new("upstream");
