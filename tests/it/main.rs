@@ -10,6 +10,7 @@ mod binary;
 mod configs;
 mod crumbs;
 mod forwarding;
+mod hygiene;
 mod mock;
 mod security;
 mod streaming;
