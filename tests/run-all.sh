@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Runs every test of crumb-proxy. First installs, idempotently and only if
-# missing, what the tests need beyond cargo: the real `curl` (Debian's
-# package), which the black-box tests run against the real binary.
+# missing, what the tests need beyond cargo, from Debian's packages: the real
+# `curl`, which the black-box tests run against the real binary, and
+# `chromium`, which shows that a browser cannot use the proxy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing: ${missing[*]}"
   sudo=""

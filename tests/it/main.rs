@@ -7,6 +7,7 @@
 mod support;
 
 mod binary;
+mod browser;
 mod configs;
 mod crumbs;
 mod forwarding;
