@@ -39,7 +39,7 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send a complete request head (slowloris).
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 /// Time an idle keep-alive client connection is kept open.
-pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 60;
+pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
 /// A crumb whose session has been idle this long is refreshed before use.
 /// Jenkins' (Jetty's) default session timeout is 30 minutes; 25 leaves a
 /// margin for clock skew and for the time a large body takes to arrive.
@@ -1170,19 +1170,33 @@ mod tests {
             ("allowed_hosts = [\"x:80\"]", "without scheme or port"),
             ("socket_mode = \"rw\"", "listen.socket_mode"),
             ("address = \"unix:\"", "name the socket file"),
-            ("client_token_file = \"token\"\nclient_token_env = \"X\"", "not both"),
+            (
+                "client_token_file = \"token\"\nclient_token_env = \"X\"",
+                "not both",
+            ),
         ] {
             let err = load(&dir, &format!("password_file = \"pw\"\n[listen]\n{listen}"))
                 .unwrap_err()
                 .to_string();
             assert!(err.contains(needle), "{listen}: {err}");
         }
-        let err = load(&dir, "password_file = \"pw\"\n[policy]\nallowed_origins = [\"localhost:3000\"]")
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &dir,
+            "password_file = \"pw\"\n[policy]\nallowed_origins = [\"localhost:3000\"]",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("policy.allowed_origins"), "{err}");
-        let err = load(&dir, "password_file = \"pw\"\n[limits]\nmax_header_bytes = 100").unwrap_err().to_string();
-        assert!(err.contains("limits.max_header_bytes") && err.contains("8192"), "{err}");
+        let err = load(
+            &dir,
+            "password_file = \"pw\"\n[limits]\nmax_header_bytes = 100",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("limits.max_header_bytes") && err.contains("8192"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -1195,7 +1209,10 @@ mod tests {
         assert_eq!(c.warnings().len(), 1);
         assert!(c.warnings()[0].contains("chmod 600") && c.warnings()[0].contains("pw"));
         fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
-        assert!(load(&dir, "password_file = \"pw\"").unwrap().warnings().is_empty());
+        assert!(load(&dir, "password_file = \"pw\"")
+            .unwrap()
+            .warnings()
+            .is_empty());
     }
 
     #[test]

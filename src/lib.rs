@@ -11,6 +11,9 @@
 //! # Layout
 //!
 //! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]).
+//! - `canonical`: canonical request paths and rule patterns.
+//! - `filter`: the security policy (client token, Host, browsers, rules).
+//! - `listener`: TCP and Unix socket listeners, peers, idle timeouts.
 //! - `credentials`: `Secret` and the precomputed `Authorization` value.
 //! - `crumb`: fetching, caching and invalidating crumbs with their session.
 //! - `headers`: hop-by-hop removal, client credential removal, `Location`.
@@ -22,24 +25,30 @@
 //!
 //! # Life of a request
 //!
-//! 1. `server` accepts a TCP connection and serves HTTP/1.1 on it with a
-//!    header-read timeout; each request goes to `proxy::Proxy`.
-//! 2. `proxy` refuses CONNECT and non-path targets, maps the path and query
+//! 1. `server` accepts a TCP or Unix socket connection (at most
+//!    `limits.max_connections` at once) and serves HTTP/1.1 on it with a
+//!    header size cap, a header-read timeout and an idle timeout; each
+//!    request goes to `proxy::Proxy`.
+//! 2. `filter` refuses, before anything is forwarded: a missing or wrong
+//!    client token, a `Host` the proxy does not answer to, browser
+//!    provenance, ambiguous framing, and anything a policy rule denies on
+//!    the canonical path (read-only mode, user rules, built-in denials).
+//! 3. `proxy` refuses CONNECT and non-path targets, maps the path and query
 //!    beneath the upstream's context path, strips hop-by-hop headers (RFC
 //!    9110 §7.6.1) and the client's `Authorization`, `Cookie` and crumb
 //!    headers, sets Jenkins' `Host` and the proxy's `Authorization`.
-//! 3. A POST (when crumbs are on) keeps its body if its declared length is
+//! 4. A POST (when crumbs are on) keeps its body if its declared length is
 //!    within the replay cap, takes the cached crumb or fetches one (one fetch
 //!    at a time, shared by all waiting requests), and goes out with the crumb
 //!    header and its session cookie. Other requests stream straight out.
-//! 4. If Jenkins answers a crumb-carrying POST with 403 and the crumb
+//! 5. If Jenkins answers a crumb-carrying POST with 403 and the crumb
 //!    rejection text, the crumb is dropped, a fresh one fetched and the kept
 //!    body sent once more; a streamed body cannot be, and the 403 goes back
 //!    with `X-Crumb-Proxy-Error: crumb-rejected-not-replayable`.
-//! 5. The response loses hop-by-hop headers and `Set-Cookie`; a `Location`
+//! 6. The response loses hop-by-hop, CORS and `Set-Cookie` headers; a `Location`
 //!    into Jenkins is rewritten to the proxy; the body streams back as it
 //!    arrives. Failures of the proxy itself become a response in `error`.
-//! 6. One log line records method, path (never the query), status,
+//! 7. One log line records peer, method, path (never the query), status,
 //!    duration and what happened about the crumb.
 
 mod body;

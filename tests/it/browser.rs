@@ -53,13 +53,19 @@ async fn serve_attack_page(page: String) -> (std::net::SocketAddr, Arc<Mutex<Vec
     let record = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let page = page.clone();
             let record = record.clone();
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<hyper::body::Incoming>| {
                     record.lock().unwrap().push(req.uri().path().to_owned());
-                    let body = if req.uri().path() == "/attack.html" { page.clone() } else { String::new() };
+                    let body = if req.uri().path() == "/attack.html" {
+                        page.clone()
+                    } else {
+                        String::new()
+                    };
                     async move {
                         let resp = http::Response::builder()
                             .header("content-type", "text/html; charset=utf-8")
@@ -68,7 +74,9 @@ async fn serve_attack_page(page: String) -> (std::net::SocketAddr, Arc<Mutex<Vec
                         Ok::<_, Infallible>(resp)
                     }
                 });
-                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
             });
         }
     });
@@ -79,7 +87,13 @@ async fn serve_attack_page(page: String) -> (std::net::SocketAddr, Arc<Mutex<Vec
 async fn chromium_cannot_drive_jenkins_through_the_proxy() {
     let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &jenkins.root_url(), USER, Secret::Password(PASSWORD), &Extra::default());
+    let config = write_config(
+        dir.path(),
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &Extra::default(),
+    );
     let proxy = Binary::spawn(&["--config", config.to_str().unwrap()]);
     let proxy_origin = format!("http://{}", proxy.listen);
     let (page_addr, page_seen) = serve_attack_page(attack_page(&proxy_origin)).await;
@@ -109,13 +123,19 @@ async fn chromium_cannot_drive_jenkins_through_the_proxy() {
 
     // The form POST is the page's last act; wait for the proxy to refuse it.
     let refused = |path: &'static str| {
-        move |l: &str| l.contains(&format!("path=\"{path}\"")) && l.contains("kind=\"browser-request\"")
+        move |l: &str| {
+            l.contains(&format!("path=\"{path}\"")) && l.contains("kind=\"browser-request\"")
+        }
     };
     let wait = tokio::task::spawn_blocking({
         let log = proxy.log.clone();
         move || {
             for _ in 0..3000 {
-                let done = log.lock().unwrap().iter().any(|l| refused("/job/sample-job/buildWithParameters")(l));
+                let done = log
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| refused("/job/sample-job/buildWithParameters")(l));
                 if done {
                     return true;
                 }
@@ -128,13 +148,30 @@ async fn chromium_cannot_drive_jenkins_through_the_proxy() {
     let _ = chromium.kill();
     let _ = chromium.wait();
 
-    assert!(page_seen.lock().unwrap().contains(&"/done".to_owned()), "the page's script ran: {:?}", page_seen.lock().unwrap());
-    assert!(form_refused, "the form POST was refused: {:?}", proxy.log_lines());
-    for path in ["/job/sample-job/api/json", "/job/sample-job/build", "/api/json", "/job/sample-job/buildWithParameters"] {
+    assert!(
+        page_seen.lock().unwrap().contains(&"/done".to_owned()),
+        "the page's script ran: {:?}",
+        page_seen.lock().unwrap()
+    );
+    assert!(
+        form_refused,
+        "the form POST was refused: {:?}",
+        proxy.log_lines()
+    );
+    for path in [
+        "/job/sample-job/api/json",
+        "/job/sample-job/build",
+        "/api/json",
+        "/job/sample-job/buildWithParameters",
+    ] {
         let line = proxy.wait_for_log(refused(path));
         assert!(line.contains("status=403"), "{line}");
     }
-    assert!(jenkins.requests().is_empty(), "Jenkins saw {:?}", jenkins.requests());
+    assert!(
+        jenkins.requests().is_empty(),
+        "Jenkins saw {:?}",
+        jenkins.requests()
+    );
     assert_eq!(jenkins.accepted_triggers("sample-job"), 0);
     proxy.terminate();
     jenkins.finish().await;

@@ -57,8 +57,22 @@ impl Seen {
     }
 }
 
-async fn send(seen: &mut Seen, http: &Http, method: Method, url: &str, headers: &[(&str, &str)], body: &'static str) -> Reply {
-    let reply = http.send(request(method, url, headers, Bytes::from_static(body.as_bytes()))).await;
+async fn send(
+    seen: &mut Seen,
+    http: &Http,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &'static str,
+) -> Reply {
+    let reply = http
+        .send(request(
+            method,
+            url,
+            headers,
+            Bytes::from_static(body.as_bytes()),
+        ))
+        .await;
     seen.note(&reply);
     reply
 }
@@ -98,53 +112,228 @@ async fn no_secret_in_any_log_line_or_proxy_made_body() {
 
     // Password proxy: reads, a crumb fetch, a replayed POST after expiry, a
     // body too large to replay, CSRF off and on, policy refusals.
-    let proxy = Proxy::start_with(&jenkins.root_url(), USER, Secret::Password(PASSWORD), &extra).await;
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+    )
+    .await;
     let url = |p: &str| proxy.url(p);
-    assert_eq!(send(&mut seen, &http, Method::GET, &url("/api/json?pretty=true"), &ok, "").await.status, StatusCode::OK);
-    assert_eq!(send(&mut seen, &http, Method::GET, &url("/job/sample-job/1/artifact/a.bin"), &ok, "").await.status, StatusCode::OK);
-    assert_eq!(send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &ok, "").await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::GET,
+            &url("/api/json?pretty=true"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::GET,
+            &url("/job/sample-job/1/artifact/a.bin"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &url("/job/sample-job/build"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
     seen.sessions.extend(jenkins.valid_session_ids());
     jenkins.expire_sessions();
-    assert_eq!(send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &ok, "a=1").await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &url("/job/sample-job/build"),
+            &ok,
+            "a=1"
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
     seen.sessions.extend(jenkins.valid_session_ids());
     jenkins.expire_sessions();
-    let reply = send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &ok, "too-long-to-keep").await;
-    assert_eq!(reply.header("x-crumb-proxy-error"), Some("crumb-rejected-not-replayable"));
-    let client_crumb = [("proxy-authorization", auth.as_str()), ("jenkins-crumb", "client-own-crumb"), ("cookie", "JSESSIONID.x=y")];
-    send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &client_crumb, "").await;
+    let reply = send(
+        &mut seen,
+        &http,
+        Method::POST,
+        &url("/job/sample-job/build"),
+        &ok,
+        "too-long-to-keep",
+    )
+    .await;
+    assert_eq!(
+        reply.header("x-crumb-proxy-error"),
+        Some("crumb-rejected-not-replayable")
+    );
+    let client_crumb = [
+        ("proxy-authorization", auth.as_str()),
+        ("jenkins-crumb", "client-own-crumb"),
+        ("cookie", "JSESSIONID.x=y"),
+    ];
+    send(
+        &mut seen,
+        &http,
+        Method::POST,
+        &url("/job/sample-job/build"),
+        &client_crumb,
+        "",
+    )
+    .await;
     jenkins.set_csrf(false);
     seen.sessions.extend(jenkins.valid_session_ids());
     jenkins.expire_sessions();
-    send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &ok, "").await;
+    send(
+        &mut seen,
+        &http,
+        Method::POST,
+        &url("/job/sample-job/build"),
+        &ok,
+        "",
+    )
+    .await;
     jenkins.set_csrf(true);
-    send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), &ok, "").await;
+    send(
+        &mut seen,
+        &http,
+        Method::POST,
+        &url("/job/sample-job/build"),
+        &ok,
+        "",
+    )
+    .await;
     for refused in [
-        &[("origin", "http://evil.example"), ("proxy-authorization", auth.as_str())][..],
-        &[("host", "evil.example"), ("proxy-authorization", auth.as_str())],
+        &[
+            ("origin", "http://evil.example"),
+            ("proxy-authorization", auth.as_str()),
+        ][..],
+        &[
+            ("host", "evil.example"),
+            ("proxy-authorization", auth.as_str()),
+        ],
         &[("proxy-authorization", "Bearer wrong")],
         &[],
     ] {
-        let reply = send(&mut seen, &http, Method::POST, &url("/job/sample-job/build"), refused, "").await;
-        assert!(reply.headers.contains_key("x-crumb-proxy-error"), "{refused:?}");
+        let reply = send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &url("/job/sample-job/build"),
+            refused,
+            "",
+        )
+        .await;
+        assert!(
+            reply.headers.contains_key("x-crumb-proxy-error"),
+            "{refused:?}"
+        );
     }
-    let reply = send(&mut seen, &http, Method::POST, &url("/scriptText"), &ok, "script=1").await;
-    assert_eq!(reply.header("x-crumb-proxy-error"), Some("denied-by-policy"));
+    let reply = send(
+        &mut seen,
+        &http,
+        Method::POST,
+        &url("/scriptText"),
+        &ok,
+        "script=1",
+    )
+    .await;
+    assert_eq!(
+        reply.header("x-crumb-proxy-error"),
+        Some("denied-by-policy")
+    );
     proxy.stop().await;
 
     // Token proxy, wrong-password proxy, and one whose Jenkins is gone.
     let proxy = Proxy::start_with(&jenkins.root_url(), USER, Secret::Token(TOKEN), &extra).await;
-    assert_eq!(send(&mut seen, &http, Method::POST, &proxy.url("/job/sample-job/build"), &ok, "").await.status, StatusCode::CREATED);
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &proxy.url("/job/sample-job/build"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
     proxy.stop().await;
-    let proxy = Proxy::start_with(&jenkins.root_url(), USER, Secret::Password("wrong-pw-8e2f"), &extra).await;
-    assert_eq!(send(&mut seen, &http, Method::GET, &proxy.url("/api/json"), &ok, "").await.status, StatusCode::UNAUTHORIZED);
-    assert_eq!(send(&mut seen, &http, Method::POST, &proxy.url("/job/sample-job/build"), &ok, "").await.status, StatusCode::BAD_GATEWAY);
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password("wrong-pw-8e2f"),
+        &extra,
+    )
+    .await;
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::GET,
+            &proxy.url("/api/json"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &proxy.url("/job/sample-job/build"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::BAD_GATEWAY
+    );
     proxy.stop().await;
     seen.sessions.extend(jenkins.valid_session_ids());
     let crumbs = jenkins.issued_crumbs();
     let root = jenkins.root_url();
     jenkins.finish().await;
     let proxy = Proxy::start_with(&root, USER, Secret::Password(PASSWORD), &extra).await;
-    assert_eq!(send(&mut seen, &http, Method::POST, &proxy.url("/job/sample-job/build"), &ok, "").await.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(
+        send(
+            &mut seen,
+            &http,
+            Method::POST,
+            &proxy.url("/job/sample-job/build"),
+            &ok,
+            ""
+        )
+        .await
+        .status,
+        StatusCode::BAD_GATEWAY
+    );
     proxy.stop().await;
 
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
@@ -157,21 +346,42 @@ async fn no_secret_in_any_log_line_or_proxy_made_body() {
         b64(&format!("{USER}:{TOKEN}")),
         b64(&format!("{USER}:wrong-pw-8e2f")),
     ];
-    assert!(crumbs.len() >= 4, "the scenarios fetched crumbs: {crumbs:?}");
-    assert!(seen.sessions.len() >= 3, "the scenarios made sessions: {:?}", seen.sessions);
+    assert!(
+        crumbs.len() >= 4,
+        "the scenarios fetched crumbs: {crumbs:?}"
+    );
+    assert!(
+        seen.sessions.len() >= 3,
+        "the scenarios made sessions: {:?}",
+        seen.sessions
+    );
     secrets.extend(crumbs);
     secrets.extend(seen.sessions.iter().cloned());
 
     let log = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
-    assert!(log.lines().count() > 100, "TRACE logging was on: {} lines", log.lines().count());
-    assert!(log.contains("crumb_proxy::proxy") && log.contains("TRACE"), "{log}");
+    assert!(
+        log.lines().count() > 100,
+        "TRACE logging was on: {} lines",
+        log.lines().count()
+    );
+    assert!(
+        log.contains("crumb_proxy::proxy") && log.contains("TRACE"),
+        "{log}"
+    );
     assert!(seen.proxy_bodies.len() >= 7, "{:?}", seen.proxy_bodies);
     for secret in &secrets {
         for line in log.lines() {
-            assert!(!line.contains(secret.as_str()), "a secret ({}…) is in the log: {line}", &secret[..4]);
+            assert!(
+                !line.contains(secret.as_str()),
+                "a secret ({}…) is in the log: {line}",
+                &secret[..4]
+            );
         }
         for body in &seen.proxy_bodies {
-            assert!(!body.contains(secret.as_str()), "a secret is in a proxy-made body: {body}");
+            assert!(
+                !body.contains(secret.as_str()),
+                "a secret is in a proxy-made body: {body}"
+            );
         }
     }
 }
