@@ -356,7 +356,7 @@ async fn legacy_crumb_field() {
 #[tokio::test]
 async fn wrong_password() {
     let jenkins = jenkins().await;
-    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password("wrong")).await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password("wrong-pw-1f9c")).await;
     let http = Http::new();
     let reply = http.get(&proxy.url("/api/json")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
@@ -378,7 +378,7 @@ async fn wrong_password() {
     );
     assert!(reply.text().contains("401"), "{}", reply.text());
     assert!(reply.text().contains("credentials"), "{}", reply.text());
-    assert!(!reply.text().contains("wrong"));
+    assert!(!reply.text().contains("wrong-pw-1f9c"));
     let fetches = jenkins.requests_to("/crumbIssuer/api/json");
     assert_eq!(fetches.len(), 1, "no retry loop");
     assert_eq!(fetches[0].status, StatusCode::UNAUTHORIZED);
@@ -389,7 +389,7 @@ async fn wrong_password() {
     proxy.stop().await;
 
     // With a wrong token no crumb is involved: Jenkins' 401 comes back once.
-    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Token("not-a-token")).await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Token("not-a-token-5b2e")).await;
     let reply = http.post(&proxy.url("/job/sample-job/build")).await;
     assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
     assert_eq!(jenkins.requests_to("/job/sample-job/build").len(), 1);

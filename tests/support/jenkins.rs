@@ -83,6 +83,26 @@ const GROUP_HEADERS_DISABLED: &str = "JENKINS-39402: use -Dhudson.security.Acces
 /// `Last-Modified` of every artifact (a fixed date keeps `If-Modified-Since` tests simple).
 const ARTIFACT_LAST_MODIFIED: &str = "Tue, 25 Nov 2025 20:00:00 GMT";
 
+/// Every crumb and session id any double in this process has handed out.
+/// The secret-hygiene checks of the tests look for them in logs and in
+/// proxy-made response bodies.
+static ISSUED_SECRETS: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+/// A copy of [`ISSUED_SECRETS`].
+pub fn issued_secrets() -> Vec<String> {
+    ISSUED_SECRETS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .clone()
+}
+
+fn register_secret(secret: &str) {
+    ISSUED_SECRETS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(secret.to_owned());
+}
+
 /// The artifact/upload pattern: `len` bytes starting at stream offset `offset`.
 pub fn pattern_bytes(offset: u64, len: usize) -> Vec<u8> {
     (offset..offset + len as u64)
@@ -1324,6 +1344,7 @@ impl<'a> Exchange<'a> {
     }
 
     fn remember_crumb(&self, crumb: &str) {
+        register_secret(crumb);
         let mut state = self.shared.lock();
         if !state.issued_crumbs.iter().any(|c| c == crumb) {
             state.issued_crumbs.push(crumb.to_owned());
@@ -1985,6 +2006,7 @@ fn new_session_id() -> String {
         id.push(char::from(ALPHABET[(n % 36) as usize]));
         n /= 36;
     }
+    register_secret(&id);
     id
 }
 

@@ -3,4 +3,5 @@
 //! `jenkins` is the test double of Jenkins; the proxy harness lives next to it.
 
 pub mod jenkins;
+pub mod logs;
 pub mod proxy;

@@ -24,6 +24,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::support::logs;
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type TestBody = BoxBody<Bytes, BoxError>;
 
@@ -57,6 +59,7 @@ pub fn write_config(
         Secret::Password(p) => ("password_file", p),
         Secret::Token(t) => ("api_token_file", t),
     };
+    logs::register(user, value);
     // A trailing newline, as `echo` writes it: not part of the secret.
     let secret = dir.join("secret");
     std::fs::write(&secret, format!("{value}\n")).unwrap();
@@ -93,6 +96,7 @@ impl Proxy {
     }
 
     pub async fn start_with(upstream: &str, user: &str, secret: Secret<'_>, extra: &Extra) -> Self {
+        logs::install();
         let dir = tempfile::tempdir().unwrap();
         let path = write_config(dir.path(), upstream, user, secret, extra);
         let config = crumb_proxy::Config::load(Some(&path), &crumb_proxy::Overrides::default())
@@ -116,7 +120,8 @@ impl Proxy {
         format!("http://{}{path}", self.addr)
     }
 
-    /// Signals shutdown and waits for the server to finish draining.
+    /// Signals shutdown, waits for the server to finish draining, and
+    /// checks that nothing logged so far contains a secret.
     pub async fn stop(mut self) {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
@@ -124,6 +129,7 @@ impl Proxy {
         if let Some(task) = self.task.take() {
             task.await.unwrap().unwrap();
         }
+        logs::assert_log_clean();
     }
 }
 
@@ -180,6 +186,13 @@ impl Http {
             .expect("request reached the proxy");
         let (parts, body) = resp.into_parts();
         let body = body.collect().await.expect("whole body").to_bytes();
+        let kind = parts.headers.get("x-crumb-proxy-error");
+        if kind.is_some_and(|k| k != "crumb-rejected-not-replayable") {
+            logs::assert_clean(
+                "a proxy-made response body",
+                &String::from_utf8_lossy(&body),
+            );
+        }
         Reply {
             status: parts.status,
             headers: parts.headers,
@@ -246,10 +259,12 @@ impl Binary {
         Self::spawn_env(args, &[])
     }
 
+    /// Starts the binary with logging at TRACE (unless `env` sets
+    /// `RUST_LOG`); its log is checked for secrets when it is terminated.
     pub fn spawn_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Self::command();
         cmd.args(args)
-            .env_remove("RUST_LOG")
+            .env("RUST_LOG", "trace")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -325,11 +340,24 @@ impl Binary {
         self.log.lock().unwrap().clone()
     }
 
-    /// SIGTERM, then wait for the exit status.
+    /// SIGTERM, wait for the exit status, then check its log for secrets.
     pub fn terminate(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let _ = Command::new("kill").args(["-TERM", &pid]).status();
-        self.child.wait().unwrap()
+        let status = self.child.wait().unwrap();
+        // The reader thread may still be draining the pipe; give it a moment.
+        for _ in 0..50 {
+            if self
+                .log_lines()
+                .iter()
+                .any(|l| l.contains("all connections closed") || l.contains("drain deadline"))
+            {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        logs::assert_clean("the binary's TRACE log", &self.log_lines().join("\n"));
+        status
     }
 }
 
