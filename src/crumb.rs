@@ -389,10 +389,16 @@ mod tests {
     #[tokio::test]
     async fn debug_of_crumb_and_cache_redacts() {
         let cache = CrumbCache::new(Duration::from_secs(10));
-        let (c, _) = cache.get(Instant::now(), || async { crumb("c0ffee-crumb") }).await.unwrap();
+        let (c, _) = cache
+            .get(Instant::now(), || async { crumb("c0ffee-crumb") })
+            .await
+            .unwrap();
         let c = c.unwrap();
         for text in [format!("{c:?}"), format!("{cache:?}")] {
-            assert!(!text.contains("c0ffee-crumb") && !text.contains("node0a"), "{text}");
+            assert!(
+                !text.contains("c0ffee-crumb") && !text.contains("node0a"),
+                "{text}"
+            );
         }
     }
 

@@ -213,6 +213,30 @@ fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client connection idle")
 }
 
+/// Restarts the idle clock when bytes moved; when the socket is not ready,
+/// fails the operation once the connection has been idle too long.
+fn track<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    idle: Duration,
+    cx: &mut Context<'_>,
+    result: Poll<io::Result<T>>,
+    moved: impl FnOnce(&T) -> bool,
+) -> Poll<io::Result<T>> {
+    match result {
+        Poll::Ready(Ok(value)) => {
+            if moved(&value) {
+                timer.as_mut().reset(Instant::now() + idle);
+            }
+            Poll::Ready(Ok(value))
+        }
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        Poll::Pending => match timer.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(timed_out())),
+            Poll::Pending => Poll::Pending,
+        },
+    }
+}
+
 impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -221,19 +245,9 @@ impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
     ) -> Poll<io::Result<()>> {
         let this = self.project();
         let before = buf.filled().len();
-        match this.inner.poll_read(cx, buf) {
-            Poll::Ready(Ok(())) => {
-                if buf.filled().len() > before {
-                    this.timer.as_mut().reset(Instant::now() + *this.idle);
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let result = this.inner.poll_read(cx, buf);
+        let after = buf.filled().len();
+        track(this.timer, *this.idle, cx, result, |()| after > before)
     }
 }
 
@@ -244,19 +258,8 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        match this.inner.poll_write(cx, data) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.timer.as_mut().reset(Instant::now() + *this.idle);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let result = this.inner.poll_write(cx, data);
+        track(this.timer, *this.idle, cx, result, |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -265,19 +268,8 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
-        match this.inner.poll_write_vectored(cx, bufs) {
-            Poll::Ready(Ok(n)) => {
-                if n > 0 {
-                    this.timer.as_mut().reset(Instant::now() + *this.idle);
-                }
-                Poll::Ready(Ok(n))
-            }
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => match this.timer.as_mut().poll(cx) {
-                Poll::Ready(()) => Poll::Ready(Err(timed_out())),
-                Poll::Pending => Poll::Pending,
-            },
-        }
+        let result = this.inner.poll_write_vectored(cx, bufs);
+        track(this.timer, *this.idle, cx, result, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {

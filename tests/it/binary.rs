@@ -5,7 +5,7 @@
 use std::process::Stdio;
 
 use crate::support::jenkins::MockJenkins;
-use crate::support::proxy::{curl, write_config, Binary, Extra, Secret};
+use crate::support::proxy::{curl_async, curl_status, write_config, Binary, Extra, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -171,31 +171,17 @@ async fn curl_runs_the_tutorial_flows() {
         .api_token(USER, TOKEN)
         .start()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (proxy, _dir, _) = Binary::start_for(
         &jenkins.root_url(),
         USER,
         Secret::Password(PASSWORD),
         &Extra::default(),
+        &[],
     );
-    let proxy = Binary::spawn(&["--config", config.to_str().unwrap()]);
     let base = proxy.url("");
 
-    let curl_async = |args: Vec<String>| {
-        tokio::task::spawn_blocking(move || {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            curl(&args)
-        })
-    };
-
     // Flow 1: read the instance.
-    let out = curl_async(vec![
-        "--fail".into(),
-        format!("{base}/api/json?pretty=true"),
-    ])
-    .await
-    .unwrap();
+    let out = curl_async(&["--fail", &format!("{base}/api/json?pretty=true")]).await;
     assert!(
         out.status.success(),
         "{}",
@@ -204,17 +190,16 @@ async fn curl_runs_the_tutorial_flows() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("\"numExecutors\" : "));
 
     // Flows 2+3: a bare POST gets Jenkins' 201 and a Location on the proxy.
-    let out = curl_async(vec![
-        "-X".into(),
-        "POST".into(),
-        "-D".into(),
-        "-".into(),
-        "-o".into(),
-        "/dev/null".into(),
-        format!("{base}/job/sample-job/build"),
+    let out = curl_async(&[
+        "-X",
+        "POST",
+        "-D",
+        "-",
+        "-o",
+        "/dev/null",
+        &format!("{base}/job/sample-job/build"),
     ])
-    .await
-    .unwrap();
+    .await;
     let head = String::from_utf8_lossy(&out.stdout).to_ascii_lowercase();
     assert!(head.starts_with("http/1.1 201"), "{head}");
     assert!(
@@ -225,42 +210,26 @@ async fn curl_runs_the_tutorial_flows() {
 
     // Flow 3 the tutorial way: the client fetches its own crumb with the
     // xpath helper and sends it; the proxy replaces it with its own.
-    let out = curl_async(vec![
-        "--fail".into(),
-        format!("{base}/crumbIssuer/api/xml?xpath=concat(//crumbRequestField,%22:%22,//crumb)"),
+    let out = curl_async(&[
+        "--fail",
+        &format!("{base}/crumbIssuer/api/xml?xpath=concat(//crumbRequestField,%22:%22,//crumb)"),
     ])
-    .await
-    .unwrap();
+    .await;
     let header = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(header.starts_with("Jenkins-Crumb:"), "{header}");
-    let out = curl_async(vec![
-        "-X".into(),
-        "POST".into(),
-        "-H".into(),
-        header,
-        "-o".into(),
-        "/dev/null".into(),
-        "-w".into(),
-        "%{http_code}".into(),
-        format!("{base}/job/sample-job/build"),
+    let status = curl_status(&[
+        "-X",
+        "POST",
+        "-H",
+        &header,
+        &format!("{base}/job/sample-job/build"),
     ])
-    .await
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    .await;
+    assert_eq!(status, "201");
 
     // A form post with a body, as `curl -d` sends it.
-    let out = curl_async(vec![
-        "-d".into(),
-        "delay=0sec".into(),
-        "-o".into(),
-        "/dev/null".into(),
-        "-w".into(),
-        "%{http_code}".into(),
-        format!("{base}/job/sample-job/build"),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    let status = curl_status(&["-d", "delay=0sec", &format!("{base}/job/sample-job/build")]).await;
+    assert_eq!(status, "201");
     assert_eq!(jenkins.accepted_triggers("sample-job"), 3);
     assert_eq!(
         jenkins.crumb_fetches(),
@@ -272,26 +241,15 @@ async fn curl_runs_the_tutorial_flows() {
     assert!(status.success(), "exit status after SIGTERM: {status}");
 
     // Flow 4: an API token, through a second proxy: no crumb at all.
-    let config = write_config(
-        dir.path(),
+    let (proxy, _dir, _) = Binary::start_for(
         &jenkins.root_url(),
         USER,
         Secret::Token(TOKEN),
         &Extra::default(),
+        &[],
     );
-    let proxy = Binary::spawn(&["--config", config.to_str().unwrap()]);
-    let out = curl_async(vec![
-        "-X".into(),
-        "POST".into(),
-        "-o".into(),
-        "/dev/null".into(),
-        "-w".into(),
-        "%{http_code}".into(),
-        proxy.url("/job/sample-job/build"),
-    ])
-    .await
-    .unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "201");
+    let status = curl_status(&["-X", "POST", &proxy.url("/job/sample-job/build")]).await;
+    assert_eq!(status, "201");
     assert_eq!(jenkins.crumb_fetches(), 2, "no fetch with a token");
 
     // One log line per request: method, path without query, status, crumb.

@@ -16,7 +16,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 
 use crate::support::jenkins::MockJenkins;
-use crate::support::proxy::{write_config, Binary, Extra, Secret};
+use crate::support::proxy::{Binary, Extra, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -86,15 +86,13 @@ async fn serve_attack_page(page: String) -> (std::net::SocketAddr, Arc<Mutex<Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_cannot_drive_jenkins_through_the_proxy() {
     let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (proxy, dir, _) = Binary::start_for(
         &jenkins.root_url(),
         USER,
         Secret::Password(PASSWORD),
         &Extra::default(),
+        &[],
     );
-    let proxy = Binary::spawn(&["--config", config.to_str().unwrap()]);
     let proxy_origin = format!("http://{}", proxy.listen);
     let (page_addr, page_seen) = serve_attack_page(attack_page(&proxy_origin)).await;
 

@@ -5,7 +5,7 @@
 use std::io::Write as _;
 
 use crate::support::jenkins::{pattern_bytes, Fnv1a64, MockJenkins};
-use crate::support::proxy::{curl, write_config, Binary, Extra, Secret};
+use crate::support::proxy::{curl, Binary, Extra, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -22,15 +22,13 @@ async fn large_bodies_stream_in_bounded_memory() {
         .upload_sink()
         .start()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
+    let (proxy, dir, _) = Binary::start_for(
         &jenkins.root_url(),
         USER,
         Secret::Password(PASSWORD),
         &Extra::default(),
+        &[],
     );
-    let proxy = Binary::spawn(&["--config", config.to_str().unwrap()]);
 
     // Content first, on a small artifact: byte for byte what Jenkins served.
     let small = dir.path().join("small.bin");

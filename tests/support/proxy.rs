@@ -254,6 +254,22 @@ impl Binary {
         Command::new(env!("CARGO_BIN_EXE_crumb-proxy"))
     }
 
+    /// Writes a config for `upstream` into a new temporary directory and
+    /// starts the binary with it (plus `args`).
+    pub fn start_for(
+        upstream: &str,
+        user: &str,
+        secret: Secret<'_>,
+        extra: &Extra,
+        args: &[&str],
+    ) -> (Self, tempfile::TempDir, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let config = write_config(dir.path(), upstream, user, secret, extra);
+        let mut all = vec!["--config", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        (Self::spawn(&all), dir, config)
+    }
+
     /// Starts the binary and waits for its `listening addr=…` line.
     pub fn spawn(args: &[&str]) -> Self {
         Self::spawn_env(args, &[])
@@ -368,6 +384,25 @@ impl Drop for Binary {
             let _ = self.child.wait();
         }
     }
+}
+
+/// Runs the real `curl` off the async runtime.
+pub async fn curl_async(args: &[&str]) -> std::process::Output {
+    let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
+    tokio::task::spawn_blocking(move || {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        curl(&args)
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs curl with `args` and returns only the HTTP status it got.
+pub async fn curl_status(args: &[&str]) -> String {
+    let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
+    all.extend_from_slice(args);
+    let out = curl_async(&all).await;
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs the real `curl`; fails the test (never skips) when curl is missing.
