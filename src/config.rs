@@ -17,8 +17,9 @@ use std::{fmt, fs, io};
 use serde::Deserialize;
 
 use crate::canonical::Pattern;
-use crate::credentials::{Credentials, Secret, SecretKind};
+use crate::credentials::{CredentialStore, Credentials, Secret, SecretKind};
 use crate::filter::{Action, Policy, Rule};
+use crate::tls::TlsConfig;
 use crate::upstream::BaseUrl;
 
 /// Where the proxy listens when nothing else is configured: loopback only.
@@ -40,6 +41,12 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 /// Time an idle keep-alive client connection is kept open.
 pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+/// Where health, readiness and metrics are served.
+pub(crate) const DEFAULT_HEALTH_ADDRESS: &str = "127.0.0.1:8182";
+/// After SIGTERM, how long new connections are still accepted.
+pub(crate) const DEFAULT_GRACE_SECS: u64 = 0;
+/// After the grace period, how long in-flight requests may take to finish.
+pub(crate) const DEFAULT_DRAIN_SECS: u64 = 30;
 /// A crumb whose session has been idle this long is refreshed before use.
 /// Jenkins' (Jetty's) default session timeout is 30 minutes; 25 leaves a
 /// margin for clock skew and for the time a large body takes to arrive.
@@ -54,10 +61,12 @@ pub(crate) const DEFAULT_REPLAY_BODY_MAX_BYTES: u64 = 1024 * 1024;
 pub struct Config {
     pub(crate) listen: ListenConfig,
     pub(crate) upstream: UpstreamConfig,
-    pub(crate) credentials: Credentials,
+    pub(crate) credentials: CredentialStore,
     pub(crate) crumb: CrumbConfig,
     pub(crate) policy: Policy,
     pub(crate) limits: LimitsConfig,
+    pub(crate) health: HealthConfig,
+    pub(crate) shutdown: ShutdownConfig,
     /// Problems worth a warning that do not stop the proxy (a secret file
     /// others can read); `main` logs them once logging is up.
     pub(crate) warnings: Vec<String>,
@@ -88,6 +97,20 @@ impl fmt::Display for ListenAddr {
     }
 }
 
+/// `[health]`.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthConfig {
+    /// `None`: no health listener (`address = ""`).
+    pub(crate) addr: Option<SocketAddr>,
+}
+
+/// `[shutdown]`.
+#[derive(Debug, Clone)]
+pub(crate) struct ShutdownConfig {
+    pub(crate) grace: Duration,
+    pub(crate) drain: Duration,
+}
+
 /// `[limits]`: resources one client may hold.
 #[derive(Debug, Clone)]
 pub(crate) struct LimitsConfig {
@@ -104,6 +127,7 @@ pub(crate) struct UpstreamConfig {
     pub(crate) connect_timeout: Duration,
     pub(crate) response_timeout: Duration,
     pub(crate) pool_idle_timeout: Duration,
+    pub(crate) tls: TlsConfig,
 }
 
 /// `[crumb]`.
@@ -222,6 +246,23 @@ struct RawConfig {
     policy: RawPolicy,
     #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    health: RawHealth,
+    #[serde(default)]
+    shutdown: RawShutdown,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHealth {
+    address: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawShutdown {
+    grace_secs: Option<u64>,
+    drain_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -270,6 +311,11 @@ struct RawUpstream {
     connect_timeout_ms: Option<u64>,
     response_timeout_ms: Option<u64>,
     pool_idle_timeout_secs: Option<u64>,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+    tls_server_name: Option<String>,
+    danger_accept_invalid_certs: Option<bool>,
 }
 
 /// Inline `password`/`api_token`/`token` are accepted by the parser only so
@@ -358,6 +404,11 @@ impl Config {
         self.listen.socket_mode
     }
 
+    /// Where health, readiness and metrics are served, if anywhere.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.addr
+    }
+
     /// Warnings found while loading (e.g. a secret file others can read),
     /// for the caller to log.
     pub fn warnings(&self) -> &[String] {
@@ -384,6 +435,11 @@ impl Config {
         let crumb = crumb_from_raw(raw.crumb)?;
         let policy = policy_from_raw(raw.policy, hosts, client_token)?;
         let limits = limits_from_raw(raw.limits)?;
+        let health = health_from_raw(raw.health)?;
+        let shutdown = ShutdownConfig {
+            grace: Duration::from_secs(raw.shutdown.grace_secs.unwrap_or(DEFAULT_GRACE_SECS)),
+            drain: Duration::from_secs(raw.shutdown.drain_secs.unwrap_or(DEFAULT_DRAIN_SECS)),
+        };
         Ok(Self {
             listen,
             upstream,
@@ -391,6 +447,8 @@ impl Config {
             crumb,
             policy,
             limits,
+            health,
+            shutdown,
             warnings,
         })
     }
@@ -409,6 +467,9 @@ fn resolve_relative(raw: &mut RawConfig, base_dir: &Path) {
         &mut creds.password_file,
         &mut creds.api_token_file,
         &mut raw.listen.client_token_file,
+        &mut raw.upstream.ca_file,
+        &mut raw.upstream.client_cert_file,
+        &mut raw.upstream.client_key_file,
     ]
     .into_iter()
     .flatten()
@@ -600,7 +661,58 @@ fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
         value: url.clone(),
         problem,
     })?;
+    let tls = TlsConfig {
+        ca_file: raw.ca_file,
+        client_cert: match (raw.client_cert_file, raw.client_key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(cert), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream.client_key_file",
+                    value: String::new(),
+                    problem: format!(
+                        "upstream.client_cert_file = {:?} needs its private key; set upstream.client_key_file",
+                        cert.display().to_string()
+                    ),
+                })
+            }
+            (None, Some(key)) => {
+                return Err(ConfigError::Invalid {
+                    key: "upstream.client_cert_file",
+                    value: String::new(),
+                    problem: format!(
+                        "upstream.client_key_file = {:?} needs its certificate; set upstream.client_cert_file",
+                        key.display().to_string()
+                    ),
+                })
+            }
+        },
+        server_name: raw.tls_server_name,
+        accept_invalid_certs: raw.danger_accept_invalid_certs.unwrap_or(false),
+    };
+    let uses_tls_keys = tls.ca_file.is_some()
+        || tls.client_cert.is_some()
+        || tls.server_name.is_some()
+        || tls.accept_invalid_certs;
+    if uses_tls_keys && !base.is_https() {
+        return Err(ConfigError::Invalid {
+            key: "upstream.url",
+            value: url,
+            problem: "the TLS settings (ca_file, client_cert_file, tls_server_name, \
+                      danger_accept_invalid_certs) only apply to an https:// upstream; \
+                      use https or remove them"
+                .into(),
+        });
+    }
+    if tls.accept_invalid_certs && tls.ca_file.is_some() {
+        return Err(ConfigError::Invalid {
+            key: "upstream.danger_accept_invalid_certs",
+            value: "true".into(),
+            problem: "with it, upstream.ca_file is never used; remove one of them".into(),
+        });
+    }
     Ok(UpstreamConfig {
+        tls,
         base,
         connect_timeout: millis(
             "upstream.connect_timeout_ms",
@@ -632,7 +744,7 @@ fn millis(key: &'static str, value: Option<u64>, default: u64) -> Result<Duratio
 fn credentials_from_raw(
     raw: RawCredentials,
     warnings: &mut Vec<String>,
-) -> Result<Credentials, ConfigError> {
+) -> Result<CredentialStore, ConfigError> {
     if raw.password.is_some() {
         return Err(ConfigError::InlineSecret { key: "password" });
     }
@@ -687,12 +799,18 @@ fn credentials_from_raw(
     } else {
         SecretKind::ApiToken
     };
+    let file = match &source {
+        SecretSource::File(path) => Some(path.clone()),
+        SecretSource::Env(_) => None,
+    };
     let secret = source.load("credentials", key, kind.as_str(), warnings)?;
-    Credentials::new(username, kind, &secret).map_err(|_| ConfigError::Invalid {
-        key: "credentials.username",
-        value: String::new(),
-        problem: "cannot be encoded into an Authorization header".into(),
-    })
+    let credentials =
+        Credentials::new(username, kind, &secret).map_err(|_| ConfigError::Invalid {
+            key: "credentials.username",
+            value: String::new(),
+            problem: "cannot be encoded into an Authorization header".into(),
+        })?;
+    Ok(CredentialStore::new(credentials, file))
 }
 
 /// Where a secret comes from. Never from the TOML itself.
@@ -755,6 +873,17 @@ impl SecretSource {
         }
         Ok(Secret::new(value.to_owned()))
     }
+}
+
+/// Reads and trims a secret file; the problem in words when it cannot be
+/// used. For re-reading a rotated secret.
+pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
+    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let value = text.trim_end_matches(['\n', '\r']);
+    if value.is_empty() {
+        return Err("the file is empty".into());
+    }
+    Ok(Secret::new(value.to_owned()))
 }
 
 /// A warning if a secret file can be read by its group or by others.
@@ -931,6 +1060,25 @@ fn shadows(earlier: &Rule, methods: Option<&[http::Method]>, pattern: &Pattern) 
     methods_covered && (earlier.pattern.is_everything() || earlier.pattern == *pattern)
 }
 
+fn health_from_raw(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
+    let text = raw
+        .address
+        .unwrap_or_else(|| DEFAULT_HEALTH_ADDRESS.to_owned());
+    if text.is_empty() {
+        return Ok(HealthConfig { addr: None });
+    }
+    match parse_listen_addr(&text) {
+        Ok(ListenAddr::Tcp(addr)) => Ok(HealthConfig { addr: Some(addr) }),
+        _ => Err(ConfigError::Invalid {
+            key: "health.address",
+            value: text,
+            problem:
+                "expected HOST:PORT with an IP address, e.g. \"127.0.0.1:8182\", or \"\" for none"
+                    .into(),
+        }),
+    }
+}
+
 fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
     let max_header_bytes = raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
     if max_header_bytes < 8192 {
@@ -1024,7 +1172,7 @@ mod tests {
         assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
         assert_eq!(c.credentials.kind(), SecretKind::Password);
         // base64("alice:s3cr3t-pw"): the trailing newline is not part of it.
-        assert_eq!(c.credentials.authorization(), "Basic YWxpY2U6czNjcjN0LXB3");
+        assert_eq!(c.credentials.current().0.authorization().clone(), "Basic YWxpY2U6czNjcjN0LXB3");
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cr3t-pw") && !debug.contains("YWxpY2U6czNjcjN0LXB3"));
     }
@@ -1035,7 +1183,7 @@ mod tests {
         let c = load(&dir, "api_token_file = \"token\"").unwrap();
         assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
         assert_eq!(
-            c.credentials.authorization(),
+            c.credentials.current().0.authorization().clone(),
             "Basic YWxpY2U6MTFhYTIyYmIzM2Nj"
         );
     }

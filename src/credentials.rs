@@ -8,6 +8,9 @@
 //! request gets a crumb is `proxy`'s.
 
 use std::fmt;
+use std::path::PathBuf;
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
 
 use base64::Engine as _;
 use http::HeaderValue;
@@ -116,6 +119,111 @@ impl fmt::Debug for Credentials {
     }
 }
 
+/// What identifies one version of a secret file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: u64,
+    modified: Option<SystemTime>,
+    inode: u64,
+}
+
+fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
+    let meta = std::fs::metadata(path).ok()?;
+    #[cfg(unix)]
+    let inode = std::os::unix::fs::MetadataExt::ino(&meta);
+    #[cfg(not(unix))]
+    let inode = 0;
+    Some(Fingerprint {
+        len: meta.len(),
+        modified: meta.modified().ok(),
+        inode,
+    })
+}
+
+/// The current credentials, re-read when their secret file changes, so a
+/// rotated password or token is used from the next request on without a
+/// restart (the lesson of proxies that copied a token once at start-up,
+/// anchors.md §3.4).
+pub(crate) struct CredentialStore {
+    /// The secret file, when the secret came from one (an environment
+    /// variable cannot change under a running process).
+    file: Option<PathBuf>,
+    state: RwLock<(Option<Fingerprint>, Arc<Credentials>)>,
+}
+
+impl fmt::Debug for CredentialStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (_, creds) = &*self.state.read().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("CredentialStore")
+            .field("file", &self.file)
+            .field("credentials", creds)
+            .finish()
+    }
+}
+
+impl CredentialStore {
+    pub(crate) fn new(credentials: Credentials, file: Option<PathBuf>) -> Self {
+        let print = file.as_deref().and_then(fingerprint);
+        Self {
+            file,
+            state: RwLock::new((print, Arc::new(credentials))),
+        }
+    }
+
+    /// The credentials to use now, and whether they just changed. One
+    /// `stat` per call; the file is read only when it changed. A file that
+    /// cannot be read or is empty (half-way through a rotation) keeps the
+    /// previous secret in use, with a warning.
+    pub(crate) fn current(&self) -> (Arc<Credentials>, bool) {
+        let Some(path) = &self.file else {
+            return (self.snapshot(), false);
+        };
+        let now = fingerprint(path);
+        {
+            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+            if state.0 == now {
+                return (state.1.clone(), false);
+            }
+        }
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        if state.0 == now {
+            return (state.1.clone(), false);
+        }
+        state.0 = now;
+        let old = state.1.clone();
+        match crate::config::read_secret_file(path) {
+            Ok(secret) => match Credentials::new(old.username.clone(), old.kind, &secret) {
+                Ok(new) if new.authorization != old.authorization => {
+                    tracing::info!(file = %path.display(), "secret file changed; using the new secret, dropping the cached crumb and session");
+                    state.1 = Arc::new(new);
+                    (state.1.clone(), true)
+                }
+                _ => (old, false),
+            },
+            Err(problem) => {
+                tracing::warn!(file = %path.display(), %problem, "secret file changed but cannot be used; keeping the previous secret");
+                (old, false)
+            }
+        }
+    }
+
+    fn snapshot(&self) -> Arc<Credentials> {
+        self.state
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .1
+            .clone()
+    }
+
+    pub(crate) fn username(&self) -> String {
+        self.snapshot().username.clone()
+    }
+
+    pub(crate) fn kind(&self) -> SecretKind {
+        self.snapshot().kind
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +235,37 @@ mod tests {
         // base64("alice:s3cr3t-pw")
         assert_eq!(creds.authorization(), "Basic YWxpY2U6czNjcjN0LXB3");
         assert!(creds.authorization().is_sensitive());
+    }
+
+    #[test]
+    fn rotated_secret_file_is_picked_up() {
+        let dir = std::env::temp_dir().join(format!("crumb-proxy-rotate-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, "first-secret\n").unwrap();
+        let creds = Credentials::new(
+            "alice".into(),
+            SecretKind::ApiToken,
+            &Secret::new("first-secret".into()),
+        )
+        .unwrap();
+        let store = CredentialStore::new(creds, Some(file.clone()));
+        let (first, changed) = store.current();
+        assert!(!changed);
+        // A different length makes the change visible even within one
+        // mtime tick.
+        std::fs::write(&file, "second-secret-longer\n").unwrap();
+        let (second, changed) = store.current();
+        assert!(changed);
+        assert_ne!(first.authorization(), second.authorization());
+        assert!(!store.current().1, "reported once");
+        // Half-way through a rotation: keep the last good secret.
+        std::fs::write(&file, "").unwrap();
+        let (kept, changed) = store.current();
+        assert!(!changed);
+        assert_eq!(kept.authorization(), second.authorization());
+        assert!(!format!("{store:?}").contains("second-secret"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -236,6 +236,14 @@ impl CrumbCache {
         }
     }
 
+    /// Drops the cached crumb and its session (the secret changed; the
+    /// session belonged to the old one).
+    pub(crate) async fn clear(&self) {
+        let mut state = self.state.lock().await;
+        state.slot = Slot::Empty;
+        state.last_error = None;
+    }
+
     /// The field name Jenkins last asked for, so that a client's copy of a
     /// custom crumb header is stripped too. Never waits.
     pub(crate) fn known_field(&self) -> Option<HeaderName> {

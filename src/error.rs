@@ -44,9 +44,9 @@ impl ProxyError {
     pub(crate) fn status(&self) -> StatusCode {
         match self {
             ProxyError::Upstream(e) | ProxyError::Crumb(CrumbError::Upstream(e)) => match e {
-                UpstreamError::Unreachable { .. } | UpstreamError::Failed { .. } => {
-                    StatusCode::BAD_GATEWAY
-                }
+                UpstreamError::Unreachable { .. }
+                | UpstreamError::Failed { .. }
+                | UpstreamError::Tls { .. } => StatusCode::BAD_GATEWAY,
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
@@ -69,6 +69,7 @@ impl ProxyError {
             ProxyError::Upstream(e) | ProxyError::Crumb(CrumbError::Upstream(e)) => match e {
                 UpstreamError::Unreachable { .. } => "upstream-unreachable",
                 UpstreamError::Failed { .. } => "upstream-failed",
+                UpstreamError::Tls { .. } => "upstream-tls",
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     "upstream-timeout"
                 }
@@ -96,6 +97,9 @@ impl ProxyError {
                 }
                 UpstreamError::Failed { .. } => {
                     "Jenkins closed the connection; check its logs and any proxy in front of it"
+                }
+                UpstreamError::Tls { .. } => {
+                    "check upstream.ca_file, upstream.tls_server_name and the client certificate settings"
                 }
             },
             ProxyError::Crumb(CrumbError::BadCredentials) => {

@@ -53,20 +53,26 @@
 
 mod body;
 mod canonical;
+mod check;
 mod config;
 mod credentials;
 mod crumb;
 mod error;
 mod filter;
 mod headers;
+mod health;
 mod listener;
 mod proxy;
 mod server;
 mod telemetry;
+mod tls;
 mod upstream;
 
+pub use check::{check, CheckReport};
 pub use config::{Config, ConfigError, ListenAddr, Overrides};
+pub use health::probe;
 pub use listener::Listener;
 pub use server::{serve, shutdown_signal, App, ServeError};
-pub use telemetry::init as init_telemetry;
+pub use telemetry::{init as init_telemetry, LogFormat};
+pub use tls::TlsInitError;
 pub use upstream::UpstreamInitError;

@@ -25,11 +25,12 @@ use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
 use crate::config::{Config, CrumbMode};
-use crate::credentials::{Credentials, SecretKind};
+use crate::credentials::{CredentialStore, Credentials, SecretKind};
 use crate::crumb::{self, Crumb, CrumbCache, Lookup};
 use crate::error::{ProxyError, ERROR_HEADER};
 use crate::filter::Policy;
 use crate::headers;
+use crate::health::{CredentialState, Health};
 use crate::listener::Peer;
 use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
 
@@ -47,7 +48,8 @@ const MAX_PEEK_BYTES: usize = 64 * 1024;
 #[derive(Debug)]
 pub(crate) struct Shared {
     upstream: Upstream,
-    credentials: Credentials,
+    credentials: CredentialStore,
+    health: Arc<Health>,
     crumbs: CrumbCache,
     policy: Policy,
     /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
@@ -68,6 +70,7 @@ impl Shared {
         Ok(Self {
             upstream: Upstream::new(&config.upstream)?,
             credentials: config.credentials,
+            health: Arc::new(Health::new()),
             crumbs: CrumbCache::new(config.crumb.max_idle),
             policy: config.policy,
             crumbs_enabled,
@@ -81,6 +84,41 @@ impl Shared {
 
     pub(crate) fn crumbs_enabled(&self) -> bool {
         self.crumbs_enabled
+    }
+
+    pub(crate) fn health(&self) -> &Arc<Health> {
+        &self.health
+    }
+
+    /// The credentials for the next request. When the secret file has
+    /// changed, the crumb and session of the old secret are dropped and
+    /// readiness waits for the new secret to be checked.
+    async fn credentials(&self) -> Arc<Credentials> {
+        let (credentials, rotated) = self.credentials.current();
+        if rotated {
+            self.crumbs.clear().await;
+            self.health.set_credentials(CredentialState::Unknown);
+        }
+        credentials
+    }
+
+    /// Asks Jenkins whether the current credentials work (readiness).
+    pub(crate) async fn check_credentials(&self) -> CredentialState {
+        let credentials = self.credentials().await;
+        crate::check::credential_state(&crate::check::who_am_i(&self.upstream, &credentials).await)
+    }
+
+    /// Sends to Jenkins, timing it and counting Jenkins' 401s and 403s. A
+    /// 401 means Jenkins rejects the configured secret: not ready.
+    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+        let started = Instant::now();
+        let resp = self.upstream.send(req).await?;
+        self.health.metrics.upstream_latency(started.elapsed());
+        self.health.metrics.jenkins_status(resp.status());
+        if resp.status() == StatusCode::UNAUTHORIZED {
+            self.health.set_credentials(CredentialState::Rejected);
+        }
+        Ok(resp)
     }
 }
 
@@ -105,6 +143,10 @@ impl Proxy {
 
     pub(crate) fn peer(&self) -> Peer {
         self.peer
+    }
+
+    pub(crate) fn metrics(&self) -> &Arc<crate::health::Metrics> {
+        &self.shared.health.metrics
     }
 }
 
@@ -150,18 +192,49 @@ impl CrumbNote {
     }
 }
 
-/// Runs [`forward`], turns its error into a response and logs one line.
-async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
+/// The request id header: kept if the client sent a usable one, generated
+/// otherwise, forwarded to Jenkins and returned to the client.
+const REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// A client's request id is kept if it is short, visible ASCII.
+fn usable_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
+}
+
+/// A new request id: 128 random bits in hex.
+fn new_request_id() -> HeaderValue {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // `RandomState` is seeded from the OS per instance; two of them give
+    // 128 bits that are unpredictable enough for correlation ids.
+    let mut id = String::with_capacity(32);
+    for _ in 0..2 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// Runs [`forward`], turns its error into a response, counts and logs the
+/// request in one line.
+async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody> {
     let (shared, peer) = (&*proxy.shared, proxy.peer);
     let started = Instant::now();
     let method = req.method().clone();
     // The path only: Jenkins puts `token=` in query strings of remote
     // build triggers, so the query is never logged.
     let path = req.uri().path().to_owned();
+    let request_id = match req.headers().get(REQUEST_ID) {
+        Some(id) if usable_request_id(id) => id.clone(),
+        _ => new_request_id(),
+    };
+    req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let mut note = CrumbNote::None;
     let result = forward(shared, &proxy.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
-    match result {
+    let id = request_id.to_str().unwrap_or_default();
+    let mut resp = match result {
         Ok(resp) => {
             tracing::info!(
                 %peer,
@@ -170,37 +243,36 @@ async fn handle(proxy: &Proxy, req: Request<Incoming>) -> Response<ProxyBody> {
                 status = resp.status().as_u16(),
                 elapsed_ms,
                 crumb = note.as_str(),
+                request_id = id,
                 "request"
             );
             resp
         }
-        Err(err) => err.into_response_logged(peer, &method, &path, elapsed_ms, note),
+        Err(err) => {
+            tracing::warn!(
+                %peer,
+                %method,
+                path,
+                status = err.status().as_u16(),
+                elapsed_ms,
+                crumb = note.as_str(),
+                request_id = id,
+                kind = err.kind(),
+                error = %err,
+                "request"
+            );
+            if let ProxyError::Rejected(r) = &err {
+                shared.health.metrics.refused(r.kind);
+            }
+            err.into_response()
+        }
+    };
+    shared.health.metrics.request(&method, resp.status());
+    if note == CrumbNote::Retried {
+        shared.health.metrics.crumb_retry();
     }
-}
-
-impl ProxyError {
-    /// Logs the failed request (once, here) and builds its response.
-    fn into_response_logged(
-        self,
-        peer: Peer,
-        method: &Method,
-        path: &str,
-        elapsed_ms: u64,
-        note: CrumbNote,
-    ) -> Response<ProxyBody> {
-        tracing::warn!(
-            %peer,
-            %method,
-            path,
-            status = self.status().as_u16(),
-            elapsed_ms,
-            crumb = note.as_str(),
-            kind = self.kind(),
-            error = %self,
-            "request"
-        );
-        self.into_response()
-    }
+    resp.headers_mut().insert(REQUEST_ID, request_id);
+    resp
 }
 
 /// The request as it will go to Jenkins, minus its body, so that it can be
@@ -271,10 +343,8 @@ async fn forward(
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_client_credentials(&mut headers, shared.crumbs.known_field().as_ref());
     headers.insert(header::HOST, shared.upstream.host().clone());
-    headers.insert(
-        header::AUTHORIZATION,
-        shared.credentials.authorization().clone(),
-    );
+    let credentials = shared.credentials().await;
+    headers.insert(header::AUTHORIZATION, credentials.authorization().clone());
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
@@ -291,7 +361,6 @@ async fn forward(
         send_with_crumb(shared, &outgoing, incoming, note).await?
     } else {
         let mut resp = shared
-            .upstream
             .send(outgoing.request(body::stream(incoming), None))
             .await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -351,7 +420,6 @@ async fn send_with_crumb(
         (Some(_), Lookup::Fetched) => CrumbNote::Fetched,
     };
     let resp = shared
-        .upstream
         .send(outgoing.request(first_body, crumb.as_deref()))
         .await?;
     if resp.status() != StatusCode::FORBIDDEN {
@@ -386,14 +454,17 @@ async fn send_with_crumb(
     let (crumb, _) = get_crumb(shared).await?;
     *note = CrumbNote::Retried;
     let resp = shared
-        .upstream
         .send(outgoing.request(body::full(bytes), crumb.as_deref()))
         .await?;
     Ok(resp.map(body::stream))
 }
 
 async fn get_crumb(shared: &Shared) -> Result<(Option<Arc<Crumb>>, Lookup), ProxyError> {
-    let fetch = || crumb::fetch(&shared.upstream, &shared.credentials);
+    let credentials = shared.credentials.current().0;
+    let fetch = || async move {
+        shared.health.metrics.crumb_fetch();
+        crumb::fetch(&shared.upstream, &credentials).await
+    };
     Ok(shared.crumbs.get(Instant::now(), fetch).await?)
 }
 

@@ -18,13 +18,10 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
-use crate::config::{Config, LimitsConfig};
+use crate::config::{Config, LimitsConfig, ShutdownConfig};
 use crate::listener::{Accepted, IdleTimeout, Listener, Peer};
 use crate::proxy::{Proxy, Shared};
 use crate::upstream::UpstreamInitError;
-
-/// How long open connections may take to finish after a shutdown signal.
-const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 
 /// A proxy ready to serve: configuration validated and the upstream client
 /// built (for HTTPS, root certificates loaded), but no socket touched yet.
@@ -32,19 +29,21 @@ const DRAIN_DEADLINE: Duration = Duration::from_secs(30);
 pub struct App {
     shared: Arc<Shared>,
     limits: LimitsConfig,
+    shutdown: ShutdownConfig,
 }
 
 impl App {
     /// Builds the upstream client and crumb cache from a validated config.
     ///
     /// # Errors
-    /// When the upstream client cannot be built (no root certificates for an
-    /// `https` upstream).
+    /// When the upstream client cannot be built (TLS files or roots).
     pub fn new(config: Config) -> Result<Self, UpstreamInitError> {
         let limits = config.limits.clone();
+        let shutdown = config.shutdown.clone();
         Ok(Self {
             shared: Arc::new(Shared::new(config)?),
             limits,
+            shutdown,
         })
     }
 
@@ -61,8 +60,8 @@ impl App {
         )
     }
 
-    /// Serves connections from `listener` until `shutdown` completes, then
-    /// stops accepting and lets open connections finish for up to 30 s.
+    /// Serves connections from `listener` until `shutdown` completes; see
+    /// [`App::serve_with_health`].
     ///
     /// # Errors
     /// Only if the listener's own address cannot be read.
@@ -71,8 +70,36 @@ impl App {
         listener: impl Into<Listener>,
         shutdown: impl Future<Output = ()>,
     ) -> io::Result<()> {
+        self.serve_with_health(listener, None, shutdown).await
+    }
+
+    /// Serves connections from `listener`, and `/livez`, `/readyz` and
+    /// `/metrics` on `health` if given, until `shutdown` completes. Then:
+    /// readiness turns 503 at once, new connections are still accepted for
+    /// `shutdown.grace_secs`, the listener closes (later connections are
+    /// refused, never cut), and requests in flight get `shutdown.drain_secs`
+    /// to finish (hyper-util's graceful example; linkerd's `main.rs`).
+    ///
+    /// # Errors
+    /// Only if the listener's own address cannot be read.
+    pub async fn serve_with_health(
+        self,
+        listener: impl Into<Listener>,
+        health: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+    ) -> io::Result<()> {
         let listener = listener.into();
         let authority: Arc<str> = listener.authority()?.into();
+        if let Some(health_listener) = health {
+            tracing::info!(addr = %health_listener.local_addr()?, "health listening");
+            let state = self.shared.health().clone();
+            let checker = self.shared.clone();
+            tokio::spawn(crate::health::watch_credentials(state.clone(), move || {
+                let checker = checker.clone();
+                async move { checker.check_credentials().await }
+            }));
+            tokio::spawn(crate::health::serve(health_listener, state));
+        }
         tracing::info!(addr = %listener.local_addr()?, upstream = %self.describe(), "listening");
         // Connections watch this channel for the shutdown signal; once all
         // of them have dropped their receiver, the drain is complete. (hyper-
@@ -83,42 +110,78 @@ impl App {
         // permit before accepting, so further clients wait in the kernel's
         // backlog instead of costing memory here (mini-redis).
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let mut shutdown = std::pin::pin!(shutdown);
-        loop {
-            let permit = tokio::select! {
-                permit = permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => break,
-                },
-                () = &mut shutdown => break,
-            };
-            tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(Accepted::Tcp(stream, addr)) => {
-                        let _ = stream.set_nodelay(true);
-                        let service = Proxy::new(self.shared.clone(), Peer::Tcp(addr), authority.clone());
-                        serve_connection(&drain, &self.limits, stream, service, permit);
-                    }
-                    Ok(Accepted::Unix(stream, peer)) => {
-                        let service = Proxy::new(self.shared.clone(), peer, authority.clone());
-                        serve_connection(&drain, &self.limits, stream, service, permit);
-                    }
-                    Err(e) => handle_accept_error(e).await,
-                },
-                () = &mut shutdown => break,
-            }
+        let acceptor = Acceptor {
+            app: &self,
+            listener: &listener,
+            authority,
+            drain: &drain,
+            permits,
+        };
+        acceptor.run(shutdown).await;
+        self.shared.health().begin_shutdown();
+        if !self.shutdown.grace.is_zero() {
+            tracing::info!(
+                grace_secs = self.shutdown.grace.as_secs(),
+                "shutdown requested: not ready, still accepting new connections"
+            );
+            acceptor.run(tokio::time::sleep(self.shutdown.grace)).await;
         }
         drop(listener);
-        tracing::info!("shutting down: no new connections, draining open ones");
+        tracing::info!(
+            drain_secs = self.shutdown.drain.as_secs(),
+            "shutting down: no new connections, draining open ones"
+        );
         let _ = drain.send(true);
-        match tokio::time::timeout(DRAIN_DEADLINE, drain.closed()).await {
+        match tokio::time::timeout(self.shutdown.drain, drain.closed()).await {
             Ok(()) => tracing::info!("all connections closed"),
             Err(_) => tracing::warn!(
-                deadline_secs = DRAIN_DEADLINE.as_secs(),
+                drain_secs = self.shutdown.drain.as_secs(),
                 "drain deadline passed; closing the remaining connections"
             ),
         }
         Ok(())
+    }
+}
+
+/// The accept loop's state, so the loop can run again during the grace
+/// period.
+struct Acceptor<'a> {
+    app: &'a App,
+    listener: &'a Listener,
+    authority: Arc<str>,
+    drain: &'a watch::Sender<bool>,
+    permits: Arc<Semaphore>,
+}
+
+impl Acceptor<'_> {
+    /// Accepts connections until `until` completes.
+    async fn run(&self, until: impl Future<Output = ()>) {
+        let mut until = std::pin::pin!(until);
+        loop {
+            let permit = tokio::select! {
+                permit = self.permits.clone().acquire_owned() => match permit {
+                    Ok(permit) => permit,
+                    Err(_) => return,
+                },
+                () = &mut until => return,
+            };
+            let shared = &self.app.shared;
+            tokio::select! {
+                accepted = self.listener.accept() => match accepted {
+                    Ok(Accepted::Tcp(stream, addr)) => {
+                        let _ = stream.set_nodelay(true);
+                        let service = Proxy::new(shared.clone(), Peer::Tcp(addr), self.authority.clone());
+                        serve_connection(self.drain, &self.app.limits, stream, service, permit);
+                    }
+                    Ok(Accepted::Unix(stream, peer)) => {
+                        let service = Proxy::new(shared.clone(), peer, self.authority.clone());
+                        serve_connection(self.drain, &self.app.limits, stream, service, permit);
+                    }
+                    Err(e) => handle_accept_error(e).await,
+                },
+                () = &mut until => return,
+            }
+        }
     }
 }
 
@@ -154,6 +217,7 @@ fn serve_connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = service.peer();
+    let open = service.metrics().connection();
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         // Counted from when the proxy starts waiting for a request head, so
@@ -183,6 +247,7 @@ fn serve_connection<I>(
         }
         drop(stop);
         drop(permit);
+        drop(open);
     });
 }
 

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
+use crate::tls;
 
 /// Jenkins' root URL, split once at start-up so the request path never
 /// parses it again.
@@ -155,10 +156,15 @@ pub(crate) enum UpstreamError {
     ResponseTimeout,
     #[error("the connection to jenkins failed: {reason}")]
     Failed { reason: String },
+    #[error("{reason}")]
+    Tls { reason: String },
 }
 
 impl UpstreamError {
     fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
+        if let Some(reason) = tls::describe_failure(err) {
+            return UpstreamError::Tls { reason };
+        }
         let reason = root_cause(err);
         if err.is_connect() {
             if reason.contains("timed out") || reason.contains("timeout") {
@@ -196,10 +202,12 @@ pub(crate) struct Upstream {
 /// Why the upstream client could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamInitError {
-    #[error("cannot load the system's root certificates for the https upstream: {0}; install the ca-certificates package")]
-    RootCertificates(#[source] std::io::Error),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsInitError),
     #[error("the upstream host {0:?} cannot be used as a Host header")]
     Host(String),
+    #[error("`upstream.tls_server_name` = {0:?} is not a valid DNS name or IP address")]
+    ServerName(String),
 }
 
 impl Upstream {
@@ -213,20 +221,28 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_keepalive(Some(Duration::from_secs(60)));
 
-        let tls = hyper_rustls::HttpsConnectorBuilder::new();
-        let tls = if config.base.is_https() {
-            tls.with_native_roots()
-                .map_err(UpstreamInitError::RootCertificates)?
+        // For a plain-HTTP upstream TLS is never negotiated; the default
+        // (empty) settings then need no roots, so a machine without a CA
+        // bundle still works.
+        let tls_config = if config.base.is_https() {
+            tls::client_config(&config.tls)?
         } else {
-            // Plain HTTP upstream: TLS is never negotiated, so no roots are
-            // needed (and a machine without a CA bundle still works).
-            tls.with_tls_config(
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth(),
-            )
+            rustls::ClientConfig::builder()
+                .with_root_certificates(rustls::RootCertStore::empty())
+                .with_no_client_auth()
         };
-        let connector = tls.https_or_http().enable_http1().wrap_connector(http);
+        let builder = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls_config)
+            .https_or_http();
+        let builder = match &config.tls.server_name {
+            Some(name) => {
+                let name = rustls::pki_types::ServerName::try_from(name.clone())
+                    .map_err(|_| UpstreamInitError::ServerName(name.clone()))?;
+                builder.with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = builder.enable_http1().wrap_connector(http);
 
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())

@@ -68,7 +68,8 @@ pub fn write_config(
         "[listen]\naddress = \"127.0.0.1:0\"\n{}\n\
          [upstream]\nurl = \"{upstream}\"\n{}\n\
          [credentials]\nusername = \"{user}\"\n{key} = \"secret\"\n\
-         [crumb]\n{}\n{}\n",
+         [crumb]\n{}\n\
+         [health]\naddress = \"127.0.0.1:0\"\n{}\n",
         extra.listen, extra.upstream, extra.crumb, extra.tail
     );
     let path = dir.join("crumb-proxy.toml");
@@ -246,6 +247,8 @@ pub struct Binary {
     /// What the binary logged as its listening address: `127.0.0.1:PORT`
     /// or `unix:/path`.
     pub listen: String,
+    /// The health listener's address, once logged.
+    pub health: Arc<Mutex<Option<String>>>,
     pub log: Arc<Mutex<Vec<String>>>,
 }
 
@@ -292,11 +295,16 @@ impl Binary {
         let log = Arc::new(Mutex::new(Vec::new()));
         let (tx, rx) = std::sync::mpsc::channel();
         let sink = log.clone();
+        let health = Arc::new(Mutex::new(None));
+        let health_sink = health.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split(" listening addr=").nth(1) {
+                if let Some(rest) = line.split(" health listening addr=").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                    *health_sink.lock().unwrap() = Some(addr);
+                } else if let Some(rest) = line.split(" listening addr=").nth(1) {
                     let addr = rest
                         .split_whitespace()
                         .next()
@@ -320,7 +328,18 @@ impl Binary {
                 );
             }
         };
-        Self { child, listen, log }
+        Self {
+            child,
+            listen,
+            health,
+            log,
+        }
+    }
+
+    /// The health listener's address, when it logged one.
+    pub fn health_url(&self, path: &str) -> String {
+        let addr = self.health.lock().unwrap().clone().expect("a health listener");
+        format!("http://{addr}{path}")
     }
 
     /// The TCP address it listens on.

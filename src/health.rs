@@ -1,0 +1,344 @@
+//! Liveness, readiness and metrics, on a listener of their own.
+//!
+//! This module owns the readiness state (ready once the credentials were
+//! checked against Jenkins, not ready while Jenkins rejects them or after a
+//! shutdown signal), the Prometheus metrics, the background credential
+//! check, and the small HTTP server for `/livez`, `/readyz` and `/metrics`.
+//! It is never reachable on the proxied path space: a health path there
+//! would shadow a Jenkins path (anchors.md §3.2, aws-sigv4-proxy#201).
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+
+/// How often the credentials are checked while they are not known good,
+/// and while they are.
+const CHECK_RETRY: Duration = Duration::from_secs(3);
+const CHECK_INTERVAL: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum CredentialState {
+    /// Not checked yet, or Jenkins could not be asked.
+    Unknown = 0,
+    Accepted = 1,
+    /// Jenkins answered 401, or treated the proxy as anonymous.
+    Rejected = 2,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    method: String,
+    status_class: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: String,
+}
+
+/// The metrics; cheap to update from any task.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    upstream_latency: Histogram,
+    crumb_fetches: Counter,
+    crumb_retries: Counter,
+    jenkins_denials: Family<StatusLabels, Counter>,
+    refusals: Family<KindLabels, Counter>,
+    open_connections: Gauge,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("crumb_proxy");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "requests",
+            "Requests answered, by method and status class",
+            requests.clone(),
+        );
+        let upstream_latency = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+        ]);
+        registry.register(
+            "upstream_latency_seconds",
+            "Time from sending a request to Jenkins to its response headers",
+            upstream_latency.clone(),
+        );
+        let crumb_fetches = Counter::default();
+        registry.register(
+            "crumb_fetches",
+            "Crumb issuer requests made",
+            crumb_fetches.clone(),
+        );
+        let crumb_retries = Counter::default();
+        registry.register(
+            "crumb_retries",
+            "Requests replayed after Jenkins rejected their crumb",
+            crumb_retries.clone(),
+        );
+        let jenkins_denials = Family::<StatusLabels, Counter>::default();
+        registry.register(
+            "jenkins_denials",
+            "401 and 403 answers from Jenkins, by status",
+            jenkins_denials.clone(),
+        );
+        let refusals = Family::<KindLabels, Counter>::default();
+        registry.register(
+            "refusals",
+            "Requests refused by the proxy's policy, by kind",
+            refusals.clone(),
+        );
+        let open_connections = Gauge::default();
+        registry.register(
+            "open_connections",
+            "Client connections open now",
+            open_connections.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            upstream_latency,
+            crumb_fetches,
+            crumb_retries,
+            jenkins_denials,
+            refusals,
+            open_connections,
+        }
+    }
+
+    pub(crate) fn request(&self, method: &Method, status: StatusCode) {
+        let class = format!("{}xx", status.as_u16() / 100);
+        self.requests
+            .get_or_create(&RequestLabels {
+                method: method.as_str().to_owned(),
+                status_class: class,
+            })
+            .inc();
+    }
+
+    pub(crate) fn upstream_latency(&self, elapsed: Duration) {
+        self.upstream_latency.observe(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn crumb_fetch(&self) {
+        self.crumb_fetches.inc();
+    }
+
+    pub(crate) fn crumb_retry(&self) {
+        self.crumb_retries.inc();
+    }
+
+    pub(crate) fn jenkins_status(&self, status: StatusCode) {
+        if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+            self.jenkins_denials
+                .get_or_create(&StatusLabels {
+                    status: status.as_u16().to_string(),
+                })
+                .inc();
+        }
+    }
+
+    pub(crate) fn refused(&self, kind: &str) {
+        self.refusals
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts a client connection as open until the guard is dropped.
+    pub(crate) fn connection(self: &Arc<Self>) -> ConnectionGuard {
+        self.open_connections.inc();
+        ConnectionGuard(self.clone())
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Decrements the open-connection gauge when the connection ends.
+#[derive(Debug)]
+pub(crate) struct ConnectionGuard(Arc<Metrics>);
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.0.open_connections.dec();
+    }
+}
+
+/// Readiness and metrics, shared by the proxy, the server and the health
+/// listener.
+#[derive(Debug)]
+pub(crate) struct Health {
+    shutting_down: AtomicBool,
+    credentials: AtomicU8,
+    pub(crate) metrics: Arc<Metrics>,
+}
+
+impl Health {
+    pub(crate) fn new() -> Self {
+        Self {
+            shutting_down: AtomicBool::new(false),
+            credentials: AtomicU8::new(CredentialState::Unknown as u8),
+            metrics: Arc::new(Metrics::new()),
+        }
+    }
+
+    pub(crate) fn set_credentials(&self, state: CredentialState) {
+        let old = self.credentials.swap(state as u8, Ordering::AcqRel);
+        if old != state as u8 {
+            tracing::info!(state = ?state, "credential check");
+        }
+    }
+
+    pub(crate) fn credentials(&self) -> CredentialState {
+        match self.credentials.load(Ordering::Acquire) {
+            1 => CredentialState::Accepted,
+            2 => CredentialState::Rejected,
+            _ => CredentialState::Unknown,
+        }
+    }
+
+    pub(crate) fn begin_shutdown(&self) {
+        self.shutting_down.store(true, Ordering::Release);
+    }
+
+    /// `Err(reason)` when not ready.
+    fn readiness(&self) -> Result<(), &'static str> {
+        if self.shutting_down.load(Ordering::Acquire) {
+            return Err("shutting down");
+        }
+        match self.credentials() {
+            CredentialState::Accepted => Ok(()),
+            CredentialState::Unknown => Err("credentials not yet checked against Jenkins"),
+            CredentialState::Rejected => Err("Jenkins rejects the configured credentials"),
+        }
+    }
+}
+
+/// Checks the credentials against Jenkins now and then, for readiness:
+/// often until they are accepted, rarely after.
+pub(crate) async fn watch_credentials<F, Fut>(health: Arc<Health>, check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = CredentialState>,
+{
+    loop {
+        let state = check().await;
+        health.set_credentials(state);
+        let pause = if state == CredentialState::Accepted {
+            CHECK_INTERVAL
+        } else {
+            CHECK_RETRY
+        };
+        tokio::time::sleep(pause).await;
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    resp
+}
+
+fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Response<Full<Bytes>> {
+    const PLAIN: &str = "text/plain; charset=utf-8";
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
+    }
+    match req.uri().path() {
+        "/livez" => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        "/readyz" => match health.readiness() {
+            Ok(()) => text(StatusCode::OK, PLAIN, "ready\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("not ready: {why}\n"),
+            ),
+        },
+        "/metrics" => text(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            health.metrics.encode(),
+        ),
+        _ => text(
+            StatusCode::NOT_FOUND,
+            PLAIN,
+            "try /livez, /readyz or /metrics\n".into(),
+        ),
+    }
+}
+
+/// Serves `/livez`, `/readyz` and `/metrics` until the process ends (so
+/// readiness reports 503 throughout a drain).
+pub(crate) async fn serve(listener: TcpListener, health: Arc<Health>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "health listener accept failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let health = health.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let resp = route(&health, &req);
+                async move { Ok::<_, Infallible>(resp) }
+            });
+            let _ = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(Duration::from_secs(10))
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+/// GETs `url` (plain HTTP) and returns the status: what the `health`
+/// sub-command runs, since container images have no curl.
+///
+/// # Errors
+/// An invalid URL, a refused connection or no answer within `timeout`.
+pub async fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("invalid URL: {e}"))?;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<Bytes>>();
+    match tokio::time::timeout(timeout, client.get(uri)).await {
+        Ok(Ok(resp)) => Ok(resp.status().as_u16()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
