@@ -188,10 +188,10 @@ libs=$(ldd "$binary" 2>&1) || case "$libs" in
   *"not a dynamic executable"*) libs="" ;;
   *) die "ldd $binary: $libs" ;;
 esac
-for lib in $(grep -o '/[^ ]*' <<<"$libs"); do
+while read -r lib; do
   mkdir -p "$rootfs$(dirname "$lib")"
   cp -L "$lib" "$rootfs$lib"
-done
+done < <(grep -o '/[^ ]*' <<<"$libs")
 cp -L /etc/ssl/certs/ca-certificates.crt "$rootfs/etc/ssl/certs/" \
   || die "no CA bundle at /etc/ssl/certs/ca-certificates.crt"
 printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:%s:%s:nonroot:/home/nonroot:/sbin/nologin\n' \
@@ -315,14 +315,11 @@ post_reaches_jenkins() {
     || { echo "  the double did not record the POST as alice with 201"; tail -n 5 "$work/mock.log"; return 1; }
 }
 
+health_status() { docker_ inspect --format '{{.State.Health.Status}}' "$container"; }
+container_healthy() { [ "$(health_status)" = healthy ]; }
 healthcheck_healthy() {
-  local status
-  container_healthy() {
-    status=$(docker_ inspect --format '{{.State.Health.Status}}' "$container")
-    [ "$status" = healthy ]
-  }
   if ! wait_for 30 container_healthy; then
-    echo "  Health.Status is '$status' after 30 s; last probes:"
+    echo "  Health.Status is '$(health_status)' after 30 s; last probes:"
     docker_ inspect --format '{{json .State.Health.Log}}' "$container"
     return 1
   fi
@@ -374,22 +371,22 @@ secrets_read_only() {
   return $ok
 }
 
+download_started() { [ -s "$work/artifact.bin" ]; }
+ready_is_503() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$health/readyz")" = 503 ]; }
 stop_drains_and_exits_0() {
-  local ok=0 size curl_status stop_status ready
+  local ok=0 size curl_status stop_status
   # An 8 MiB artifact at 1 MiB/s is in flight for about 8 s.
   curl -sS --limit-rate 1M -o "$work/artifact.bin" \
     "$proxy/job/sample-job/1/artifact/big.bin" 2>"$work/artifact.err" &
   local curl_pid=$!
   bg_pids+=("$curl_pid")
-  download_started() { [ -s "$work/artifact.bin" ]; }
   wait_for 10 download_started || { echo "  the download did not start"; return 1; }
   local stop_started=$SECONDS
   docker_ stop -t 60 "$container" >/dev/null 2>"$work/stop.err" &
   local stop_pid=$!
   bg_pids+=("$stop_pid")
   # Readiness goes 503 at SIGTERM (grace_secs = 2 keeps the listeners up).
-  ready_goes_503() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$health/readyz")" = 503 ]; }
-  if ! wait_for 5 ready_goes_503; then
+  if ! wait_for 5 ready_is_503; then
     echo "  /readyz did not answer 503 after SIGTERM"
     ok=1
   fi
