@@ -1172,7 +1172,10 @@ mod tests {
         assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
         assert_eq!(c.credentials.kind(), SecretKind::Password);
         // base64("alice:s3cr3t-pw"): the trailing newline is not part of it.
-        assert_eq!(c.credentials.current().0.authorization().clone(), "Basic YWxpY2U6czNjcjN0LXB3");
+        assert_eq!(
+            c.credentials.current().0.authorization().clone(),
+            "Basic YWxpY2U6czNjcjN0LXB3"
+        );
         let debug = format!("{c:?}");
         assert!(!debug.contains("s3cr3t-pw") && !debug.contains("YWxpY2U6czNjcjN0LXB3"));
     }

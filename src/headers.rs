@@ -209,9 +209,14 @@ mod tests {
                 "http://localhost:9000/jenkins/x",
                 "http://localhost:9000/jenkins/x",
             ),
+            // Same host and port, other scheme: the same server.
             (
                 "https://127.0.0.1:9000/jenkins/x",
-                "https://127.0.0.1:9000/jenkins/x",
+                "http://127.0.0.1:8181/x",
+            ),
+            (
+                "http://127.0.0.1:9001/jenkins/x",
+                "http://127.0.0.1:9001/jenkins/x",
             ),
             ("/jenkins/job/a/", "/job/a/"),
             ("/other/", "/other/"),

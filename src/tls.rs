@@ -194,18 +194,22 @@ impl ServerCertVerifier for AcceptAnything {
 /// Words for a failed handshake, found anywhere in an error chain. `None`
 /// when the failure was not TLS.
 pub(crate) fn describe_failure(err: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = cur {
-        let inner = e
+    // Connectors nest `io::Error`s (whose `source()` skips the wrapped
+    // error itself), so look inside each one as well as along `source()`.
+    let mut pending: Vec<&(dyn std::error::Error + 'static)> = vec![err];
+    while let Some(e) = pending.pop() {
+        if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+            return Some(describe(tls));
+        }
+        if let Some(inner) = e
             .downcast_ref::<std::io::Error>()
             .and_then(|io| io.get_ref())
-            .map(|i| i as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(tls) = candidate.downcast_ref::<rustls::Error>() {
-                return Some(describe(tls));
-            }
+        {
+            pending.push(inner);
         }
-        cur = e.source();
+        if let Some(source) = e.source() {
+            pending.push(source);
+        }
     }
     None
 }
@@ -213,7 +217,8 @@ pub(crate) fn describe_failure(err: &(dyn std::error::Error + 'static)) -> Optio
 fn describe(err: &rustls::Error) -> String {
     use rustls::CertificateError as C;
     match err {
-        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature) => {
+        rustls::Error::InvalidCertificate(C::UnknownIssuer | C::BadSignature)
+        | rustls::Error::InvalidCertificate(C::Other(_)) => {
             "the certificate of Jenkins was not trusted (unknown issuer); set upstream.ca_file to the CA that signed it".into()
         }
         rustls::Error::InvalidCertificate(C::NotValidForName | C::NotValidForNameContext { .. }) => {
@@ -223,6 +228,9 @@ fn describe(err: &rustls::Error) -> String {
             "the certificate of Jenkins has expired".into()
         }
         rustls::Error::InvalidCertificate(other) => format!("the certificate of Jenkins was refused: {other:?}"),
+        rustls::Error::InvalidMessage(_) | rustls::Error::PeerMisbehaved(_) => {
+            "TLS handshake with Jenkins failed; is upstream.url's port really HTTPS?".into()
+        }
         rustls::Error::AlertReceived(alert) => format!(
             "Jenkins ended the TLS handshake ({alert:?}); if it requires a client certificate, set upstream.client_cert_file and client_key_file"
         ),

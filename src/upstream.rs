@@ -108,15 +108,15 @@ impl BaseUrl {
     /// after the prefix (starting with `/`, query included). Hosts compare
     /// case-insensitively and default ports are filled in.
     pub(crate) fn strip_absolute(&self, uri: &Uri) -> Option<String> {
+        // Same host and port is the same server, whatever the scheme: a
+        // Jenkins behind a TLS terminator that sends no X-Forwarded-Proto
+        // builds `http://` URLs for its `https://` address.
         let scheme = uri.scheme()?;
         let authority = uri.authority()?;
         let port = authority
             .port_u16()
             .unwrap_or(if *scheme == Scheme::HTTPS { 443 } else { 80 });
-        if *scheme != self.scheme
-            || !authority.host().eq_ignore_ascii_case(self.authority.host())
-            || port != self.port()
-        {
+        if !authority.host().eq_ignore_ascii_case(self.authority.host()) || port != self.port() {
             return None;
         }
         self.strip_path(uri.path_and_query().map_or("/", PathAndQuery::as_str))
@@ -332,7 +332,16 @@ mod tests {
             strip("https://ci.example.com/jenkins?x=1").as_deref(),
             Some("/?x=1")
         );
-        assert_eq!(strip("http://ci.example.com/jenkins/x"), None);
+        assert_eq!(
+            strip("http://ci.example.com/jenkins/x"),
+            None,
+            "port 80, not 443"
+        );
+        assert_eq!(
+            strip("http://ci.example.com:443/jenkins/x").as_deref(),
+            Some("/x"),
+            "same host and port"
+        );
         assert_eq!(strip("https://ci.example.com:8443/jenkins/x"), None);
         assert_eq!(strip("https://ci.example.com/jenkinsfoo/x"), None);
         assert_eq!(strip("https://other.example.com/jenkins/x"), None);

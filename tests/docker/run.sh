@@ -86,6 +86,8 @@ work=$(mktemp -d /tmp/crumb-docker.XXXXXX)
 chmod 0755 "$work"
 export DOCKER_HOST="unix://$work/docker.sock"
 dockerd_pid=""
+had_run_containerd=no
+[ -e /run/containerd ] && had_run_containerd=yes
 mock_pid=""
 container=""
 bg_pids=()
@@ -122,6 +124,11 @@ cleanup() {
     $sudo umount -l "$m" 2>/dev/null
   done
   $sudo rm -rf "$work"
+  # containerd's shims put their sockets below a fixed /run/containerd/s;
+  # remove what this run created there (rmdir: only if empty).
+  if [ "$had_run_containerd" = no ]; then
+    $sudo rmdir /run/containerd/s /run/containerd 2>/dev/null
+  fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -309,9 +316,9 @@ post_reaches_jenkins() {
     *) echo "  Location '$location' does not point back at the proxy"; return 1 ;;
   esac
   # From the double's side: the crumb was fetched and the POST arrived as alice.
-  grep -q 'method=GET path=/crumbIssuer/api/json status=200 user=alice' "$work/mock.log" \
+  grep -q 'method=GET path="/crumbIssuer/api/json" status=200 user="alice"' "$work/mock.log" \
     || { echo "  the double saw no crumb fetch by alice"; return 1; }
-  grep -q 'method=POST path=/job/sample-job/build status=201 user=alice' "$work/mock.log" \
+  grep -q 'method=POST path="/job/sample-job/build" status=201 user="alice"' "$work/mock.log" \
     || { echo "  the double did not record the POST as alice with 201"; tail -n 5 "$work/mock.log"; return 1; }
 }
 
@@ -371,16 +378,22 @@ secrets_read_only() {
   return $ok
 }
 
-download_started() { [ -s "$work/artifact.bin" ]; }
+# curl -v shows `> POST` once the request head is on the wire.
+upload_started() { grep -q '^> POST' "$work/upload.err"; }
 ready_is_503() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$health/readyz")" = 503 ]; }
 stop_drains_and_exits_0() {
-  local ok=0 size curl_status stop_status
-  # An 8 MiB artifact at 1 MiB/s is in flight for about 8 s.
-  curl -sS --limit-rate 1M -o "$work/artifact.bin" \
-    "$proxy/job/sample-job/1/artifact/big.bin" 2>"$work/artifact.err" &
+  local ok=0 code curl_status stop_status triggers
+  # A 2 MiB build trigger body (over the 1 MiB replay cap, so it streams
+  # through) uploaded at 256 KiB/s: the request is in flight inside the
+  # proxy for about 8 s, because the double answers only after the whole
+  # body (socket buffers cannot absorb an upload the client has not sent).
+  head -c $((2 * 1024 * 1024)) /dev/zero >"$work/upload.bin"
+  curl -sS -v --limit-rate 256K -o /dev/null -w '%{http_code}' \
+    -H 'Content-Type: application/octet-stream' --data-binary @"$work/upload.bin" \
+    "$proxy/job/sample-job/build" >"$work/upload.code" 2>"$work/upload.err" &
   local curl_pid=$!
   bg_pids+=("$curl_pid")
-  wait_for 10 download_started || { echo "  the download did not start"; return 1; }
+  wait_for 10 upload_started || { echo "  the upload did not start"; return 1; }
   local stop_started=$SECONDS
   docker_ stop -t 60 "$container" >/dev/null 2>"$work/stop.err" &
   local stop_pid=$!
@@ -392,15 +405,18 @@ stop_drains_and_exits_0() {
   fi
   curl_status=0
   wait "$curl_pid" || curl_status=$?
-  expect "in-flight download curl exit status" "$curl_status" 0 || { cat "$work/artifact.err"; ok=1; }
-  size=$(stat -c %s "$work/artifact.bin")
-  expect "in-flight download size" "$size" 8388608 || ok=1
+  code=$(cat "$work/upload.code")
+  expect "in-flight upload: curl exit status" "$curl_status" 0 || { tail -n 5 "$work/upload.err"; ok=1; }
+  expect "in-flight upload: status" "$code" 201 || ok=1
   stop_status=0
   wait "$stop_pid" || stop_status=$?
+  echo "  stopped $((SECONDS - stop_started)) s after SIGTERM"
   expect "docker stop exit status" "$stop_status" 0 || { cat "$work/stop.err"; ok=1; }
   expect "container exit code" "$(docker_ inspect --format '{{.State.ExitCode}}' "$container")" 0 || ok=1
   expect "container still running" "$(docker_ inspect --format '{{.State.Running}}' "$container")" false || ok=1
-  echo "  stopped $((SECONDS - stop_started)) s after SIGTERM"
+  # Jenkins got the whole upload: both triggers (this one and the first check's).
+  triggers=$(grep -c 'method=POST path="/job/sample-job/build" status=201 user="alice"' "$work/mock.log")
+  expect "triggers the double answered 201" "$triggers" 2 || ok=1
   if [ "$ok" != 0 ]; then
     docker_ logs --tail 20 "$container" 2>&1 | sed 's/^/  | /'
   fi
@@ -412,7 +428,7 @@ check "a POST from the host through the container gets Jenkins' 201" post_reache
 check "HEALTHCHECK turns healthy; /livez, /readyz, /metrics answer" healthcheck_healthy
 check "runs as uid/gid $USER_ID with no capabilities" runs_as_non_root
 check "config and secret mounted read-only; the secret is in no log or inspect" secrets_read_only
-check "docker stop: readiness 503, in-flight download completes, exit code 0" stop_drains_and_exits_0
+check "docker stop: readiness 503, an in-flight upload completes, exit code 0" stop_drains_and_exits_0
 
 echo "docker test took $((SECONDS - started)) s"
 if [ "$failed" -gt 0 ]; then

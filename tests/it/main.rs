@@ -13,5 +13,6 @@ mod crumbs;
 mod forwarding;
 mod hygiene;
 mod mock;
+mod operations;
 mod security;
 mod streaming;

@@ -89,3 +89,8 @@ pub fn assert_log_clean() {
         String::from_utf8_lossy(&LOG.lock().unwrap_or_else(PoisonError::into_inner)).into_owned();
     assert_clean("the TRACE log", &log);
 }
+
+/// Everything logged in this process so far.
+pub fn contents() -> String {
+    String::from_utf8_lossy(&LOG.lock().unwrap_or_else(PoisonError::into_inner)).into_owned()
+}

@@ -5,3 +5,4 @@
 pub mod jenkins;
 pub mod logs;
 pub mod proxy;
+pub mod tls;

@@ -43,8 +43,11 @@ pub struct Extra {
     pub upstream: String,
     pub crumb: String,
     /// Whole sections appended at the end (`[policy]`, `[[policy.rules]]`,
-    /// `[limits]`).
+    /// `[limits]`, `[shutdown]`).
     pub tail: String,
+    /// In-process proxies: serve `/livez`, `/readyz`, `/metrics` too (this
+    /// also starts the readiness probe's `whoAmI` requests).
+    pub health: bool,
 }
 
 /// Writes a config for `upstream` (and its secret file) into `dir`.
@@ -86,6 +89,7 @@ pub fn set_mode(path: &Path, mode: u32) {
 #[derive(Debug)]
 pub struct Proxy {
     pub addr: SocketAddr,
+    pub health_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<Result<(), crumb_proxy::ServeError>>>,
     _dir: tempfile::TempDir,
@@ -105,12 +109,25 @@ impl Proxy {
         // Bound before the spawn: clients may connect at once.
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (health, health_addr) = if extra.health {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = l.local_addr().unwrap();
+            (Some(l), Some(a))
+        } else {
+            (None, None)
+        };
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(crumb_proxy::serve(listener, config, async move {
-            let _ = stopped.await;
-        }));
+        let app = crumb_proxy::App::new(config).expect("the upstream client builds");
+        let task = tokio::spawn(async move {
+            app.serve_with_health(listener, health, async move {
+                let _ = stopped.await;
+            })
+            .await?;
+            Ok::<(), crumb_proxy::ServeError>(())
+        });
         Self {
             addr,
+            health_addr,
             stop: Some(stop),
             task: Some(task),
             _dir: dir,
@@ -119,6 +136,25 @@ impl Proxy {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn health_url(&self, path: &str) -> String {
+        format!(
+            "http://{}{path}",
+            self.health_addr.expect("started with health")
+        )
+    }
+
+    /// The directory holding this proxy's config and secret file.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
+    /// Signals shutdown without waiting for the drain.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
     }
 
     /// Signals shutdown, waits for the server to finish draining, and
@@ -301,8 +337,26 @@ impl Binary {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
-                if let Some(rest) = line.split(" health listening addr=").nth(1) {
-                    let addr = rest.split_whitespace().next().unwrap_or_default().to_owned();
+                // Text (`listening addr=…`) or JSON (`"message":"listening",
+                // "addr":"…"`) log lines.
+                let json_addr = || {
+                    line.split("\"addr\":\"")
+                        .nth(1)
+                        .and_then(|r| r.split('"').next())
+                        .map(str::to_owned)
+                };
+                if line.contains("\"message\":\"health listening\"") {
+                    *health_sink.lock().unwrap() = json_addr();
+                } else if line.contains("\"message\":\"listening\"") {
+                    if let (Some(tx), Some(addr)) = (tx.take(), json_addr()) {
+                        let _ = tx.send(addr);
+                    }
+                } else if let Some(rest) = line.split(" health listening addr=").nth(1) {
+                    let addr = rest
+                        .split_whitespace()
+                        .next()
+                        .unwrap_or_default()
+                        .to_owned();
                     *health_sink.lock().unwrap() = Some(addr);
                 } else if let Some(rest) = line.split(" listening addr=").nth(1) {
                     let addr = rest
@@ -338,7 +392,12 @@ impl Binary {
 
     /// The health listener's address, when it logged one.
     pub fn health_url(&self, path: &str) -> String {
-        let addr = self.health.lock().unwrap().clone().expect("a health listener");
+        let addr = self
+            .health
+            .lock()
+            .unwrap()
+            .clone()
+            .expect("a health listener");
         format!("http://{addr}{path}")
     }
 
