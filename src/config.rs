@@ -1314,6 +1314,54 @@ mod tests {
     }
 
     #[test]
+    fn tls_health_and_shutdown_keys_are_checked() {
+        let dir = Dir::new("tls-keys");
+        let with = |upstream: &str, rest: &str| {
+            format!("[upstream]\nurl = \"{upstream}\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\"\n{rest}")
+        };
+        for (text, needles) in [
+            (with("http://ci/", ""), &[][..]),
+            (
+                format!("[upstream]\nurl = \"http://ci/\"\nca_file = \"ca.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                &["only apply to an https:// upstream"][..],
+            ),
+            (
+                format!("[upstream]\nurl = \"https://ci/\"\nclient_cert_file = \"c.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                &["upstream.client_key_file", "needs its private key"],
+            ),
+            (
+                format!("[upstream]\nurl = \"https://ci/\"\nca_file = \"c.pem\"\ndanger_accept_invalid_certs = true\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                &["danger_accept_invalid_certs", "never used"],
+            ),
+            (with("http://ci/", "[health]\naddress = \"8182\""), &["health.address"]),
+        ] {
+            match Config::from_toml_str(&text, &dir.0) {
+                Ok(_) => assert!(needles.is_empty(), "{text} loaded"),
+                Err(e) => {
+                    let e = e.to_string();
+                    assert!(!needles.is_empty(), "{text}: {e}");
+                    for needle in needles {
+                        assert!(e.contains(needle), "{e} lacks {needle}");
+                    }
+                }
+            }
+        }
+        let c = Config::from_toml_str(
+            &with(
+                "http://ci/",
+                "[health]\naddress = \"\"\n[shutdown]\ngrace_secs = 5",
+            ),
+            &dir.0,
+        )
+        .unwrap();
+        assert_eq!(c.health_addr(), None);
+        assert_eq!(c.shutdown.grace, Duration::from_secs(5));
+        assert_eq!(c.shutdown.drain, Duration::from_secs(30));
+        let c = Config::from_toml_str(&with("http://ci/", ""), &dir.0).unwrap();
+        assert_eq!(c.health_addr(), Some("127.0.0.1:8182".parse().unwrap()));
+    }
+
+    #[test]
     fn listen_extras_are_checked() {
         let dir = Dir::new("listen-extras");
         for (listen, needle) in [
