@@ -12,11 +12,15 @@
 //!
 //! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]).
 //! - `canonical`: canonical request paths and rule patterns.
+//! - `check`: asking Jenkins who we are (`crumb-proxy check`, readiness).
 //! - `filter`: the security policy (client token, Host, browsers, rules).
 //! - `listener`: TCP and Unix socket listeners, peers, idle timeouts.
-//! - `credentials`: `Secret` and the precomputed `Authorization` value.
+//! - `credentials`: `Secret`, the precomputed `Authorization` value, and
+//!   re-reading a rotated secret file.
 //! - `crumb`: fetching, caching and invalidating crumbs with their session.
 //! - `headers`: hop-by-hop removal, client credential removal, `Location`.
+//! - `health`: readiness, Prometheus metrics, the health listener.
+//! - `tls`: the rustls client configuration for an `https` upstream.
 //! - `upstream`: the pooled client to Jenkins and its timeouts.
 //! - `proxy`: the request pipeline below.
 //! - `error`: the one error type and its responses.
@@ -49,7 +53,8 @@
 //!    into Jenkins is rewritten to the proxy; the body streams back as it
 //!    arrives. Failures of the proxy itself become a response in `error`.
 //! 7. One log line records peer, method, path (never the query), status,
-//!    duration and what happened about the crumb.
+//!    duration, request id and what happened about the crumb; the metrics
+//!    count it.
 
 mod body;
 mod canonical;
