@@ -10,6 +10,7 @@ mod binary;
 mod browser;
 mod configs;
 mod crumbs;
+mod deploy;
 mod forwarding;
 mod hygiene;
 mod mock;
