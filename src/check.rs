@@ -41,14 +41,16 @@ pub(crate) enum WhoAmIError {
     NotJenkins,
 }
 
-/// Asks Jenkins who the configured credentials make us.
-pub(crate) async fn who_am_i(
+/// GETs a small JSON document from Jenkins with the proxy's credentials;
+/// returns the response headers and the parsed body.
+async fn get_json<T: serde::de::DeserializeOwned>(
     upstream: &Upstream,
     credentials: &Credentials,
-) -> Result<Identity, WhoAmIError> {
+    path: &'static str,
+) -> Result<(http::HeaderMap, T), WhoAmIError> {
     let uri = upstream
         .base()
-        .join(&http::uri::PathAndQuery::from_static("/whoAmI/api/json"))
+        .join(&http::uri::PathAndQuery::from_static(path))
         .map_err(|_| WhoAmIError::NotJenkins)?;
     let req = Request::builder()
         .method(Method::GET)
@@ -64,26 +66,60 @@ pub(crate) async fn who_am_i(
         StatusCode::UNAUTHORIZED => return Err(WhoAmIError::Unauthorized),
         other => return Err(WhoAmIError::Status(other.as_u16())),
     }
-    let version = resp
-        .headers()
-        .get("x-jenkins")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let bytes = match body::read_up_to(resp.into_body(), 64 * 1024).await {
+    let (parts, body) = resp.into_parts();
+    let bytes = match body::read_up_to(body, 64 * 1024).await {
         Ok(Ok(bytes)) => bytes,
         _ => return Err(WhoAmIError::NotJenkins),
     };
+    let value = serde_json::from_slice(&bytes).map_err(|_| WhoAmIError::NotJenkins)?;
+    Ok((parts.headers, value))
+}
+
+/// Asks Jenkins who the configured credentials make us.
+pub(crate) async fn who_am_i(
+    upstream: &Upstream,
+    credentials: &Credentials,
+) -> Result<Identity, WhoAmIError> {
     #[derive(serde::Deserialize)]
     struct WhoAmI {
         name: String,
         anonymous: bool,
     }
-    let who: WhoAmI = serde_json::from_slice(&bytes).map_err(|_| WhoAmIError::NotJenkins)?;
+    let (headers, who): (_, WhoAmI) = get_json(upstream, credentials, "/whoAmI/api/json").await?;
+    let version = headers
+        .get("x-jenkins")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     Ok(Identity {
         name: who.name,
         anonymous: who.anonymous,
         version,
     })
+}
+
+/// Jenkins' configured root URL: the root object's `url`
+/// (`Jenkins.getConfiguredRootUrl`), `None` when none is configured.
+///
+/// # Errors
+/// When Jenkins could not be asked or did not answer with its JSON.
+pub(crate) async fn configured_root_url(
+    upstream: &Upstream,
+    credentials: &Credentials,
+) -> Result<Option<String>, WhoAmIError> {
+    #[derive(serde::Deserialize)]
+    struct Root {
+        url: Option<String>,
+    }
+    let (_, root): (_, Root) = get_json(upstream, credentials, "/api/json?tree=url").await?;
+    Ok(root.url.filter(|u| !u.is_empty()).map(
+        |u| {
+            if u.ends_with('/') {
+                u
+            } else {
+                format!("{u}/")
+            }
+        },
+    ))
 }
 
 /// The readiness view of a `who_am_i` answer.

@@ -128,6 +128,11 @@ pub(crate) struct UpstreamConfig {
     pub(crate) response_timeout: Duration,
     pub(crate) pool_idle_timeout: Duration,
     pub(crate) tls: TlsConfig,
+    /// Jenkins' configured root URL, when it differs from `url` (ends in
+    /// `/`); discovered from `/api/json` when not set.
+    pub(crate) public_url: Option<String>,
+    /// Replace Jenkins' root URLs in API bodies with the proxy's.
+    pub(crate) rewrite_api_urls: bool,
 }
 
 /// `[crumb]`.
@@ -316,6 +321,8 @@ struct RawUpstream {
     client_key_file: Option<PathBuf>,
     tls_server_name: Option<String>,
     danger_accept_invalid_certs: Option<bool>,
+    public_url: Option<String>,
+    rewrite_api_urls: Option<bool>,
 }
 
 /// Inline `password`/`api_token`/`token` are accepted by the parser only so
@@ -711,7 +718,20 @@ fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             problem: "with it, upstream.ca_file is never used; remove one of them".into(),
         });
     }
+    let public_url = match raw.public_url {
+        None => None,
+        Some(text) => {
+            let parsed = BaseUrl::parse(&text).map_err(|problem| ConfigError::Invalid {
+                key: "upstream.public_url",
+                value: text.clone(),
+                problem,
+            })?;
+            Some(parsed.to_string())
+        }
+    };
     Ok(UpstreamConfig {
+        public_url,
+        rewrite_api_urls: raw.rewrite_api_urls.unwrap_or(true),
         tls,
         base,
         connect_timeout: millis(
@@ -1322,15 +1342,15 @@ mod tests {
         for (text, needles) in [
             (with("http://ci/", ""), &[][..]),
             (
-                format!("[upstream]\nurl = \"http://ci/\"\nca_file = \"ca.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                String::from("[upstream]\nurl = \"http://ci/\"\nca_file = \"ca.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
                 &["only apply to an https:// upstream"][..],
             ),
             (
-                format!("[upstream]\nurl = \"https://ci/\"\nclient_cert_file = \"c.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                String::from("[upstream]\nurl = \"https://ci/\"\nclient_cert_file = \"c.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
                 &["upstream.client_key_file", "needs its private key"],
             ),
             (
-                format!("[upstream]\nurl = \"https://ci/\"\nca_file = \"c.pem\"\ndanger_accept_invalid_certs = true\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+                String::from("[upstream]\nurl = \"https://ci/\"\nca_file = \"c.pem\"\ndanger_accept_invalid_certs = true\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
                 &["danger_accept_invalid_certs", "never used"],
             ),
             (with("http://ci/", "[health]\naddress = \"8182\""), &["health.address"]),

@@ -10,6 +10,7 @@
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Uri;
 
+use crate::rewrite::Roots;
 use crate::upstream::BaseUrl;
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1:
@@ -85,6 +86,24 @@ pub(crate) fn strip_client_credentials(headers: &mut HeaderMap, crumb_field: Opt
     }
 }
 
+/// The proxy's own address as the client used it, for Jenkins to build
+/// URLs with (`getRootUrlFromRequest`, Jetty's `ForwardedRequestCustomizer`);
+/// whatever the client sent in these headers is replaced.
+pub(crate) fn set_forwarded(headers: &mut HeaderMap, proxy_authority: &str) {
+    let port = proxy_authority
+        .rsplit_once(':')
+        .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
+        .map_or("80", |(_, p)| p);
+    if let Ok(host) = HeaderValue::try_from(proxy_authority) {
+        headers.insert("x-forwarded-host", host);
+    }
+    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+    if let Ok(port) = HeaderValue::try_from(port) {
+        headers.insert("x-forwarded-port", port);
+    }
+    headers.remove("forwarded");
+}
+
 /// Jenkins' session cookies are credentials of the proxy's user (and the
 /// `remember-me` clearing cookie of a 401 is meaningless to callers): none
 /// of them reaches a client.
@@ -110,14 +129,21 @@ pub(crate) fn strip_cors(headers: &mut HeaderMap) {
 /// an absolute URL below the upstream root becomes `http://<proxy>/<rest>`,
 /// an absolute path below the context path loses the prefix. Anything else
 /// (another host, a relative reference) is left alone.
-pub(crate) fn rewrite_location(headers: &mut HeaderMap, base: &BaseUrl, proxy_authority: &str) {
+pub(crate) fn rewrite_location(
+    headers: &mut HeaderMap,
+    base: &BaseUrl,
+    proxy_authority: &str,
+    roots: &Roots,
+) {
     let Some(value) = headers.get(header::LOCATION) else {
         return;
     };
     let Ok(text) = value.to_str() else {
         return;
     };
-    let rewritten = if text.starts_with('/') && !text.starts_with("//") {
+    let rewritten = if let Some(new) = roots.rewrite_prefix(text) {
+        Some(new)
+    } else if text.starts_with('/') && !text.starts_with("//") {
         if base.prefix().is_empty() {
             return;
         }
@@ -225,7 +251,12 @@ mod tests {
         ];
         for (from, to) in cases {
             let mut h = map(&[("location", from)]);
-            rewrite_location(&mut h, &base, "127.0.0.1:8181");
+            rewrite_location(
+                &mut h,
+                &base,
+                "127.0.0.1:8181",
+                &Roots::new([], "http://127.0.0.1:8181/"),
+            );
             assert_eq!(h["location"], to, "{from}");
         }
     }

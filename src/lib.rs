@@ -23,6 +23,7 @@
 //! - `tls`: the rustls client configuration for an `https` upstream.
 //! - `upstream`: the pooled client to Jenkins and its timeouts.
 //! - `proxy`: the request pipeline below.
+//! - `rewrite`: replacing Jenkins' root URLs in API bodies while streaming.
 //! - `error`: the one error type and its responses.
 //! - `server`: sockets, connections, graceful shutdown ([`App`], [`serve`]).
 //! - `telemetry`: the tracing subscriber.
@@ -68,6 +69,7 @@ mod headers;
 mod health;
 mod listener;
 mod proxy;
+mod rewrite;
 mod server;
 mod telemetry;
 mod tls;

@@ -24,6 +24,7 @@ use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use crate::body::{self, ProxyBody};
+use crate::canonical::CanonicalPath;
 use crate::config::{Config, CrumbMode};
 use crate::credentials::{CredentialStore, Credentials, SecretKind};
 use crate::crumb::{self, Crumb, CrumbCache, Lookup};
@@ -32,6 +33,7 @@ use crate::filter::Policy;
 use crate::headers;
 use crate::health::{CredentialState, Health};
 use crate::listener::Peer;
+use crate::rewrite::Roots;
 use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
 
 /// The text of Jenkins' crumb rejection (`CrumbFilter`:
@@ -52,6 +54,10 @@ pub(crate) struct Shared {
     health: Arc<Health>,
     crumbs: CrumbCache,
     policy: Policy,
+    rewrite_api_urls: bool,
+    /// Jenkins' configured root URL: `upstream.public_url`, or what the
+    /// root object's `url` says (asked once, when first needed).
+    public_url: tokio::sync::OnceCell<Option<String>>,
     /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
     /// the kind of secret once).
     crumbs_enabled: bool,
@@ -73,6 +79,11 @@ impl Shared {
             health: Arc::new(Health::new()),
             crumbs: CrumbCache::new(config.crumb.max_idle),
             policy: config.policy,
+            rewrite_api_urls: config.upstream.rewrite_api_urls,
+            public_url: match &config.upstream.public_url {
+                Some(url) => tokio::sync::OnceCell::new_with(Some(Some(url.clone()))),
+                None => tokio::sync::OnceCell::new(),
+            },
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
         })
@@ -100,6 +111,37 @@ impl Shared {
             self.health.set_credentials(CredentialState::Unknown);
         }
         credentials
+    }
+
+    /// The roots that lead into Jenkins, each to be replaced by the
+    /// proxy's own root for this client: the upstream URL, the proxy's
+    /// address with Jenkins' context path (what Jenkins builds from our
+    /// `X-Forwarded-*`), and Jenkins' configured root URL.
+    async fn roots(&self, proxy_authority: &str) -> Roots {
+        let base = self.upstream.base();
+        let mut roots = vec![base.to_string()];
+        if !base.prefix().is_empty() {
+            roots.push(format!("http://{proxy_authority}{}/", base.prefix()));
+        }
+        if self.rewrite_api_urls {
+            if let Some(Some(public)) = self.public_url().await {
+                roots.push(public.clone());
+            }
+        }
+        Roots::new(roots, &format!("http://{proxy_authority}/"))
+    }
+
+    /// Jenkins' configured root URL, asked once (`/api/json?tree=url`, the
+    /// root object's `url`, which is null when none is configured). A
+    /// failed attempt is tried again next time.
+    async fn public_url(&self) -> Option<&Option<String>> {
+        self.public_url
+            .get_or_try_init(|| async {
+                let credentials = self.credentials.current().0;
+                crate::check::configured_root_url(&self.upstream, &credentials).await
+            })
+            .await
+            .ok()
     }
 
     /// Asks Jenkins whether the current credentials work (readiness).
@@ -343,6 +385,15 @@ async fn forward(
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_client_credentials(&mut headers, shared.crumbs.known_field().as_ref());
     headers.insert(header::HOST, shared.upstream.host().clone());
+    headers::set_forwarded(&mut headers, &proxy_authority);
+    // API answers get their root URLs rewritten, which needs them
+    // uncompressed (Stapler gzips API output when asked to).
+    let rewrite_body = shared.rewrite_api_urls
+        && parts.method != Method::HEAD
+        && is_api_path(&CanonicalPath::new(parts.uri.path()));
+    if rewrite_body {
+        headers.remove(header::ACCEPT_ENCODING);
+    }
     let credentials = shared.credentials().await;
     headers.insert(header::AUTHORIZATION, credentials.authorization().clone());
     if let Some(protocol) = upgrade {
@@ -375,16 +426,42 @@ async fn forward(
     let upgrade = (resp.status() == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| resp.headers().get(header::UPGRADE).cloned())
         .flatten();
+    let rewrite_body = rewrite_body
+        && resp.status().is_success()
+        && !resp.headers().contains_key(header::CONTENT_ENCODING);
+    let roots = if rewrite_body || resp.headers().contains_key(header::LOCATION) {
+        Some(shared.roots(&proxy_authority).await)
+    } else {
+        None
+    };
     let headers = resp.headers_mut();
     headers::strip_hop_by_hop(headers);
     headers::strip_set_cookie(headers);
     headers::strip_cors(headers);
-    headers::rewrite_location(headers, shared.upstream.base(), &proxy_authority);
+    if let Some(roots) = &roots {
+        headers::rewrite_location(headers, shared.upstream.base(), &proxy_authority, roots);
+    }
     if let Some(protocol) = upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         headers.insert(header::UPGRADE, protocol);
     }
-    Ok(resp)
+    match roots {
+        Some(roots) if rewrite_body => {
+            // The length changes: the body goes out chunked.
+            resp.headers_mut().remove(header::CONTENT_LENGTH);
+            Ok(resp.map(|b| body::stream(roots.wrap(b))))
+        }
+        _ => Ok(resp),
+    }
+}
+
+/// `…/api/json`, `…/api/xml`, `…/api/python`: Jenkins' remote API, whose
+/// answers carry absolute URLs. Artifacts and logs never match.
+fn is_api_path(path: &CanonicalPath) -> bool {
+    matches!(
+        path.segments().as_slice(),
+        [.., "api", "json" | "xml" | "python"]
+    )
 }
 
 /// A POST that needs a crumb: keep the body if it is small enough to send

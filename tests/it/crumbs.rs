@@ -10,7 +10,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::support::jenkins::{MockJenkins, CRUMB_REJECTION};
-use crate::support::proxy::{request, Extra, Http, Proxy, Secret};
+use crate::support::proxy::{client_requests, request, Extra, Http, Proxy, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -45,7 +45,7 @@ async fn flow1_read_the_instance() {
     );
     assert!(reply.text().contains("\"name\" : \"sample-job\""));
 
-    let seen = jenkins.requests();
+    let seen = client_requests(&jenkins);
     assert_eq!(seen.len(), 1, "a GET needs no crumb fetch");
     assert_eq!(seen[0].path, "/api/json");
     assert_eq!(seen[0].query.as_deref(), Some("pretty=true"));

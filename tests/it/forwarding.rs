@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::support::jenkins::MockJenkins;
-use crate::support::proxy::{request, Extra, Http, Proxy, Secret};
+use crate::support::proxy::{client_requests, request, Extra, Http, Proxy, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -481,4 +481,119 @@ async fn upgrades_are_tunnelled_with_credentials() {
     assert_eq!(seen["authorization"], auth.as_str());
     assert_eq!(seen["upgrade"], "websocket");
     proxy.stop().await;
+}
+
+/// Absolute URLs in API answers lead back to the proxy: those Jenkins
+/// builds from our `X-Forwarded-*` (with its context path) and those it
+/// builds from its configured root URL. Streamed, chunked (the length
+/// changed), and never applied to artifacts.
+#[tokio::test]
+async fn api_body_urls_point_at_the_proxy() {
+    let jenkins = MockJenkins::builder()
+        .context_path("/jenkins")
+        .user(USER, PASSWORD)
+        .artifact("sample-job", 1, "links.json", 64)
+        .start()
+        .await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let http = Http::new();
+    let own = format!("http://{}/", proxy.addr);
+    let reply = http
+        .send(request(
+            Method::GET,
+            &proxy.url("/api/json?pretty=true"),
+            &[("accept-encoding", "gzip")],
+            Bytes::new(),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert!(
+        reply
+            .text()
+            .contains(&format!("\"url\" : \"{own}job/sample-job/\"")),
+        "{}",
+        reply.text()
+    );
+    assert!(!reply.text().contains("/jenkins/"), "{}", reply.text());
+    assert!(
+        reply.headers.get("content-length").is_none(),
+        "chunked after rewriting"
+    );
+    let seen = client_requests(&jenkins).pop().unwrap();
+    assert_eq!(
+        seen.headers["x-forwarded-host"],
+        proxy.addr.to_string().as_str()
+    );
+    assert_eq!(seen.headers["x-forwarded-proto"], "http");
+    assert_eq!(
+        seen.headers["x-forwarded-port"],
+        proxy.addr.port().to_string().as_str()
+    );
+    assert!(
+        !seen.headers.contains_key("accept-encoding"),
+        "asked uncompressed, to rewrite"
+    );
+    // Following such a URL works, through the proxy.
+    let job = http.get(&format!("{own}job/sample-job/api/json")).await;
+    assert_eq!(job.status, StatusCode::OK, "{}", job.text());
+
+    // An artifact is passed byte for byte, length kept.
+    let artifact = http
+        .get(&proxy.url("/job/sample-job/1/artifact/links.json"))
+        .await;
+    assert_eq!(artifact.header("content-length"), Some("64"));
+    proxy.stop().await;
+
+    // Off with one key.
+    let off = Extra {
+        upstream: "rewrite_api_urls = false".into(),
+        ..Extra::default()
+    };
+    let proxy =
+        Proxy::start_with(&jenkins.root_url(), USER, Secret::Password(PASSWORD), &off).await;
+    let reply = http.get(&proxy.url("/api/json")).await;
+    assert!(
+        reply
+            .text()
+            .contains(&format!("http://{}/jenkins/job/sample-job/", proxy.addr)),
+        "{}",
+        reply.text()
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A Jenkins with a configured root URL puts that URL in its answers; the
+/// proxy learns it once (the root object's `url`) and rewrites it too.
+#[tokio::test]
+async fn configured_root_url_is_learned_and_rewritten() {
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .configured_root_url("https://ci.example.com/jenkins/")
+        .start()
+        .await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let http = Http::new();
+    for _ in 0..3 {
+        let reply = http.get(&proxy.url("/api/json")).await;
+        let own = format!("\"url\":\"http://{}/job/sample-job/\"", proxy.addr);
+        assert!(reply.text().contains(&own), "{}", reply.text());
+        assert!(!reply.text().contains("ci.example.com"), "{}", reply.text());
+    }
+    let probes: Vec<_> = jenkins
+        .requests()
+        .into_iter()
+        .filter(|r| r.query.as_deref() == Some("tree=url"))
+        .collect();
+    assert_eq!(probes.len(), 1, "asked once");
+    // The 201 of a trigger names the configured root too.
+    let reply = http.post(&proxy.url("/job/sample-job/build")).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let location = reply.header("location").unwrap();
+    assert!(
+        location.starts_with(&format!("http://{}/queue/item/", proxy.addr)),
+        "{location}"
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
 }

@@ -9,7 +9,9 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 
 use crate::support::jenkins::MockJenkins;
-use crate::support::proxy::{curl_async, request, Binary, Extra, Http, Proxy, Reply, Secret};
+use crate::support::proxy::{
+    client_requests, curl_async, request, Binary, Extra, Http, Proxy, Reply, Secret,
+};
 use crate::support::{logs, tls};
 
 const USER: &str = "alice";
@@ -378,7 +380,7 @@ async fn request_ids_are_kept_or_made() {
         .await;
     assert_eq!(reply.header("x-request-id"), Some("build-42-step-3"));
     assert_eq!(
-        jenkins.requests().pop().unwrap().headers["x-request-id"],
+        client_requests(&jenkins).pop().unwrap().headers["x-request-id"],
         "build-42-step-3"
     );
     let reply = http.get(&proxy.url("/api/json")).await;
@@ -386,7 +388,7 @@ async fn request_ids_are_kept_or_made() {
     assert_eq!(made.len(), 32);
     assert!(made.chars().all(|c| c.is_ascii_hexdigit()));
     assert_eq!(
-        jenkins.requests().pop().unwrap().headers["x-request-id"],
+        client_requests(&jenkins).pop().unwrap().headers["x-request-id"],
         made.as_str()
     );
     let other = http.get(&proxy.url("/api/json")).await;

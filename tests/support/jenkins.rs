@@ -187,6 +187,7 @@ pub struct Builder {
     upload_sink: bool,
     delays: HashMap<String, Duration>,
     extra_headers: HashMap<String, Vec<(HeaderName, HeaderValue)>>,
+    configured_root: Option<String>,
 }
 
 impl Builder {
@@ -299,6 +300,14 @@ impl Builder {
         self
     }
 
+    /// A configured root URL ("Jenkins URL" in the global configuration,
+    /// ending in `/`): the root object's `url` and every absolute URL use it
+    /// instead of the request's address (behaviour §7.7).
+    pub fn configured_root_url(mut self, url: &str) -> Self {
+        self.configured_root = Some(url.to_owned());
+        self
+    }
+
     /// Bind `127.0.0.1:0` and serve.
     ///
     /// # Panics
@@ -341,6 +350,7 @@ impl Builder {
             artifacts: self.artifacts,
             upload_sink: self.upload_sink,
             delays: self.delays,
+            configured_root: self.configured_root,
             extra_headers: self.extra_headers,
             cookie_name: format!("JSESSIONID.{:08x}", rand::random::<u32>()),
             salt: format!("{:016x}", rand::random::<u64>()),
@@ -399,6 +409,7 @@ impl MockJenkins {
             artifacts: HashMap::new(),
             upload_sink: false,
             delays: HashMap::new(),
+            configured_root: None,
             extra_headers: HashMap::new(),
         }
     }
@@ -643,6 +654,7 @@ struct Config {
     upload_sink: bool,
     delays: HashMap<String, Duration>,
     extra_headers: HashMap<String, Vec<(HeaderName, HeaderValue)>>,
+    configured_root: Option<String>,
     cookie_name: String,
     salt: String,
     instance_hash: String,
@@ -1213,7 +1225,10 @@ impl<'a> Exchange<'a> {
 
     /// `Jenkins.getRootUrl()` derived from the request (no configured root URL).
     fn root_url(&self) -> String {
-        format!("{}{}/", self.request_base(), self.shared.config.context)
+        match &self.shared.config.configured_root {
+            Some(root) => root.clone(),
+            None => format!("{}{}/", self.request_base(), self.shared.config.context),
+        }
     }
 
     fn pretty(&self) -> bool {
@@ -1460,8 +1475,15 @@ impl<'a> Exchange<'a> {
                     Json::str("jenkins.model.UnlabeledLoadStatistics"),
                 )]),
             ),
-            // The configured root URL: none is configured (behaviour §7.7).
-            ("url", Json::Null),
+            // The configured root URL, null when none is (behaviour §7.7).
+            (
+                "url",
+                self.shared
+                    .config
+                    .configured_root
+                    .as_deref()
+                    .map_or(Json::Null, Json::str),
+            ),
             (
                 "useCrumbs",
                 Json::Bool(self.shared.csrf.load(Ordering::SeqCst)),

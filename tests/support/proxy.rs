@@ -464,6 +464,19 @@ impl Drop for Binary {
     }
 }
 
+/// What Jenkins received on behalf of clients: everything but the proxy's
+/// own questions (the readiness probe's `whoAmI`, and `api/json?tree=url`
+/// that learns Jenkins' configured root URL once).
+pub fn client_requests(
+    jenkins: &crate::support::jenkins::MockJenkins,
+) -> Vec<crate::support::jenkins::Recorded> {
+    jenkins
+        .requests()
+        .into_iter()
+        .filter(|r| !r.path.ends_with("/whoAmI/api/json") && r.query.as_deref() != Some("tree=url"))
+        .collect()
+}
+
 /// Runs the real `curl` off the async runtime.
 pub async fn curl_async(args: &[&str]) -> std::process::Output {
     let args: Vec<String> = args.iter().map(|a| (*a).to_owned()).collect();
