@@ -4,8 +4,8 @@
 # of the Jenkins test double, and checks what a deployment relies on: a
 # request through the container reaches Jenkins, the HEALTHCHECK turns
 # healthy, the process runs as the numeric non-root user, secrets stay in
-# their read-only mounts, and `docker stop` drains in-flight requests and
-# exits 0.
+# their read-only mounts, `crumb-proxy check` works in the image, and
+# `docker stop` drains in-flight requests and exits 0.
 #
 # Self-contained, and FAILS (never skips) when something is missing:
 # - installs Debian's docker.io (and curl) if they are not there;
@@ -79,6 +79,13 @@ fi
 for tool in "$DOCKER" "$DOCKERD" curl cargo ldd; do
   command -v "$tool" >/dev/null 2>&1 || die "$tool is missing"
 done
+
+# The image's HEALTHCHECK asks the default health address, so the health
+# listener must be on it; with --network host that is the host's port 8182.
+health_port=8182
+if (exec 3<>"/dev/tcp/127.0.0.1/$health_port") 2>/dev/null; then
+  die "127.0.0.1:$health_port is in use; the container's health listener needs it"
+fi
 
 # --- scratch space and clean-up ------------------------------------------------
 # Short path: the engine's unix sockets live below it.
@@ -232,12 +239,6 @@ echo "jenkins double: $jenkins_url"
 
 # --- config and secret, mounted read-only -----------------------------------------
 proxy_port=$(free_port) || die "no free port"
-# The image's HEALTHCHECK asks the default health address, so the health
-# listener must be on it; with --network host that is the host's port 8182.
-health_port=8182
-if (exec 3<>"/dev/tcp/127.0.0.1/$health_port") 2>/dev/null; then
-  die "127.0.0.1:$health_port is in use; the container's health listener needs it"
-fi
 mkdir -p "$work/etc" "$work/secrets"
 cat >"$work/etc/config.toml" <<EOF
 [listen]
@@ -378,6 +379,20 @@ secrets_read_only() {
   return $ok
 }
 
+check_subcommand_reaches_jenkins() {
+  local out line status=0
+  # A second container from the image, with the same mounts and
+  # restrictions: `check` reads the mounted config and secret and asks
+  # Jenkins who it is.
+  out=$(docker_ run --rm --network host --read-only --cap-drop ALL --security-opt no-new-privileges \
+    -v "$work/etc/config.toml:/etc/crumb-proxy/config.toml:ro" \
+    -v "$work/secrets/jenkins-password:/run/secrets/jenkins-password:ro" \
+    "$IMAGE" check --config /etc/crumb-proxy/config.toml 2>&1) || status=$?
+  while IFS= read -r line; do echo "  | $line"; done <<<"$out"
+  expect "crumb-proxy check exit status" "$status" 0 || return 1
+  grep -q 'authenticated as "alice"' <<<"$out" || { echo "  check did not report alice"; return 1; }
+}
+
 # curl -v shows `> POST` once the request head is on the wire.
 upload_started() { grep -q '^> POST' "$work/upload.err"; }
 ready_is_503() { [ "$(curl -s -o /dev/null -w '%{http_code}' "$health/readyz")" = 503 ]; }
@@ -428,6 +443,7 @@ check "a POST from the host through the container gets Jenkins' 201" post_reache
 check "HEALTHCHECK turns healthy; /livez, /readyz, /metrics answer" healthcheck_healthy
 check "runs as uid/gid $USER_ID with no capabilities" runs_as_non_root
 check "config and secret mounted read-only; the secret is in no log or inspect" secrets_read_only
+check "crumb-proxy check in the image talks to Jenkins with the mounted config" check_subcommand_reaches_jenkins
 check "docker stop: readiness 503, an in-flight upload completes, exit code 0" stop_drains_and_exits_0
 
 echo "docker test took $((SECONDS - started)) s"
