@@ -45,8 +45,9 @@ const CRUMB_REJECTION: &[u8] = b"No valid crumb was included in the request";
 /// error page is about 500 bytes.
 const MAX_PEEK_BYTES: usize = 64 * 1024;
 
-/// State shared by every connection: built once, read-only apart from the
-/// crumb cache.
+/// State shared by every connection: built once; what changes (the crumb,
+/// a rotated secret, the learned root URL, readiness) changes behind its
+/// own lock or cell.
 #[derive(Debug)]
 pub(crate) struct Shared {
     upstream: Upstream,
