@@ -37,7 +37,7 @@
 # Ports: 8181 proxy (`listen.address`), 8182 health (`health.address`). Both
 # default to 127.0.0.1: share the proxy's network namespace with the tool
 # (`--network container:…`, Compose `network_mode: "service:…"`, a Kubernetes
-# pod) rather than publishing them; see docs/deployment.md.
+# pod) rather than publishing them; see the README, "Deployment".
 
 ARG BUILDER_IMAGE=rust:1.95-slim-bookworm
 ARG RUNTIME_IMAGE=gcr.io/distroless/cc-debian12:nonroot
