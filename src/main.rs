@@ -133,7 +133,11 @@ enum Command {
     /// container health checks); exit 0 only on 200.
     Health {
         /// The readiness URL.
-        #[arg(long, env = "CRUMB_PROXY_HEALTH_URL", default_value = "http://127.0.0.1:8182/readyz")]
+        #[arg(
+            long,
+            env = "CRUMB_PROXY_HEALTH_URL",
+            default_value = "http://127.0.0.1:8182/readyz"
+        )]
         url: String,
     },
 }
