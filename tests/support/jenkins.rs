@@ -7,14 +7,26 @@
 //! triggers with queue folding, queue items, the root and job APIs, streamed artifacts,
 //! progressive console text and `config.xml`.
 //!
+//! For the real client libraries of behaviour §8 (python-jenkins, jenkinsapi, api4jenkins,
+//! jenkins-job-builder, the npm `jenkins` client) it also keeps jobs as Jenkins does: created
+//! from XML (`createItem`, §7.6), reconfigured (`config.xml`), deleted (`doDelete`); queue items
+//! that leave the queue after their quiet period start a build that runs for
+//! [`Builder::build_duration`] and writes a console log (`consoleText`, `logText/progressiveText`,
+//! §7.4); parameters come from the query, an urlencoded body or, for file parameters, a
+//! multipart body (§7.2); and the remote API answers in JSON and in Stapler's Python flavour,
+//! honouring `tree=` (§7.7).
+//!
 //! It records every request it receives ([`Recorded`]) so that tests assert on what Jenkins
 //! saw, not only on what the client got, and it fails loudly: a request to a route it does not
 //! know is answered with a 404 *and* remembered, and [`MockJenkins::finish`] panics listing
 //! such requests and re-raises panics of the server tasks (linkerd's `integration/src/server.rs`).
 //!
 //! What it leaves out: HTML pages are small stand-ins for the Jelly pages (only the parts
-//! that matter to a client are kept); there is no login form, no views, no `tree=`, no real
-//! builds. Request bodies are read streaming; only the first [`RECORD_CAP`] bytes are kept.
+//! that matter to a client are kept); there is no login form, no views, no folders, no
+//! `depth=` (every object is written at depth 0), no `api/xml` but the crumb issuer's, and a
+//! build runs no command: it prints its parameters and, for each `echo` line of the job's shell
+//! steps, what `echo` would print. Request bodies are read streaming; only the first
+//! [`RECORD_CAP`] bytes are kept.
 //!
 //! The file is self-contained (only external crates are used) because both the integration
 //! tests (`tests/support/mod.rs`) and `examples/mock_jenkins.rs` include it with `#[path]`.
@@ -26,7 +38,7 @@
 // panics surface through `MockJenkins::finish` (or at configuration time), which is the point.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
@@ -69,6 +81,8 @@ pub const DEFAULT_QUIET_PERIOD: Duration = Duration::from_secs(5);
 pub const SAMPLE_JOB: &str = "sample-job";
 /// The build whose console log [`ProgressiveControl`] feeds.
 pub const PROGRESSIVE_BUILD: u32 = 1;
+/// What the console of a finished build ends with (`Run.execute`).
+pub const FINISHED_SUCCESS: &str = "Finished: SUCCESS";
 
 /// Artifact bytes are `(i % PATTERN_MODULUS) as u8`: a prime, so chunk boundaries never line
 /// up with the pattern and a dropped or repeated chunk changes the digest.
@@ -168,6 +182,9 @@ pub struct Recorded {
     pub via_api_token: bool,
     /// Index of the TCP connection it arrived on (0 for the first accepted connection).
     pub connection: usize,
+    /// The HTTP session the request presented (still valid) or created, if any (behaviour
+    /// §3.3); with [`MockJenkins::crumb_for`] it tells which crumb a crumb fetch handed out.
+    pub session: Option<String>,
 }
 
 // === impl Builder ===
@@ -188,6 +205,8 @@ pub struct Builder {
     delays: HashMap<String, Duration>,
     extra_headers: HashMap<String, Vec<(HeaderName, HeaderValue)>>,
     configured_root: Option<String>,
+    build_duration: Duration,
+    plugins: Vec<(String, String)>,
 }
 
 impl Builder {
@@ -308,6 +327,22 @@ impl Builder {
         self
     }
 
+    /// How long a build runs once its queue item has left the queue (default 0: it is complete
+    /// as soon as it starts). While it runs, its API says `building`, its console lacks the
+    /// final `Finished: SUCCESS` and `progressiveText` sends `X-More-Data: true`.
+    pub fn build_duration(mut self, d: Duration) -> Self {
+        self.build_duration = d;
+        self
+    }
+
+    /// An installed plugin, listed by `pluginManager/api/json` (what jenkins-job-builder asks
+    /// for). Without any, the double has no plugin manager: the route stays unknown.
+    pub fn plugin(mut self, short_name: &str, version: &str) -> Self {
+        self.plugins
+            .push((short_name.to_owned(), version.to_owned()));
+        self
+    }
+
     /// Bind `127.0.0.1:0` and serve.
     ///
     /// # Panics
@@ -338,6 +373,11 @@ impl Builder {
                 .unwrap_or(0);
             next_build.insert(job.clone(), existing + 1);
         }
+        let jobs = self
+            .jobs
+            .iter()
+            .map(|name| (name.clone(), JobState::default()))
+            .collect();
         let config = Config {
             context: self.context_path,
             passwords: self.passwords,
@@ -345,6 +385,8 @@ impl Builder {
             crumb_field: self.crumb_field,
             session_timeout: self.session_timeout,
             quiet_period: self.quiet_period,
+            build_duration: self.build_duration,
+            plugins: self.plugins,
             jobs: self.jobs,
             denied: self.denied,
             artifacts: self.artifacts,
@@ -365,6 +407,7 @@ impl Builder {
             state: Mutex::new(State {
                 next_queue_id: 1,
                 next_build,
+                jobs,
                 ..State::default()
             }),
             log: Arc::new(Mutex::new(LogState {
@@ -411,6 +454,8 @@ impl MockJenkins {
             delays: HashMap::new(),
             configured_root: None,
             extra_headers: HashMap::new(),
+            build_duration: Duration::ZERO,
+            plugins: Vec::new(),
         }
     }
 
@@ -519,6 +564,41 @@ impl MockJenkins {
     /// The crumb the double expects from `user` in session `session_id` (behaviour §5).
     pub fn crumb_for(&self, user: &str, session_id: &str) -> String {
         self.shared.crumb_for(user, session_id)
+    }
+
+    /// The jobs that exist now, by name.
+    pub fn job_names(&self) -> Vec<String> {
+        self.shared.lock().jobs.keys().cloned().collect()
+    }
+
+    /// The `config.xml` last posted for `job` (by `createItem` or `config.xml`), if any.
+    pub fn job_config(&self, job: &str) -> Option<Bytes> {
+        self.shared
+            .lock()
+            .jobs
+            .get(job)
+            .and_then(|j| j.config.clone())
+    }
+
+    /// The builds of `job` that started from the queue so far, oldest first (queue items
+    /// whose quiet period is over are started by this call, as by any request).
+    pub fn builds(&self, job: &str) -> Vec<BuildInfo> {
+        let now = Instant::now();
+        let mut state = self.shared.lock();
+        advance_queue(&mut state, now, self.shared.config.build_duration);
+        state
+            .builds
+            .iter()
+            .filter(|b| b.job == job)
+            .map(|b| BuildInfo {
+                job: b.job.clone(),
+                number: b.number,
+                queue_id: b.queue_id,
+                user: b.user.clone(),
+                params: b.params.clone(),
+                building: b.building(now),
+            })
+            .collect()
     }
 
     /// Requests recorded as unexpected so far (see [`MockJenkins::finish`]).
@@ -648,6 +728,11 @@ struct Config {
     crumb_field: String,
     session_timeout: Duration,
     quiet_period: Duration,
+    build_duration: Duration,
+    plugins: Vec<(String, String)>,
+    /// The jobs the builder declared. They take any parameters on `buildWithParameters`
+    /// (the double's tests rely on that), while jobs created from XML take exactly those
+    /// their configuration defines (behaviour §7.2).
     jobs: BTreeSet<String>,
     denied: HashSet<(String, String)>,
     artifacts: HashMap<(String, u32, String), u64>,
@@ -687,7 +772,102 @@ struct State {
     queue: Vec<QueueItem>,
     next_queue_id: u64,
     next_build: HashMap<String, u32>,
-    configs: HashMap<String, Bytes>,
+    /// Every job that exists now: the builder's, and those created since (minus deleted ones).
+    jobs: BTreeMap<String, JobState>,
+    /// Builds started from the queue, in start order.
+    builds: Vec<BuildRecord>,
+}
+
+/// A job as it is now.
+#[derive(Debug, Default, Clone)]
+struct JobState {
+    /// The posted `config.xml`; `None` until one is (the default configuration is served).
+    config: Option<Bytes>,
+}
+
+/// One parameter value of a queue item or build (behaviour §7.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParamValue {
+    /// A string (or text, or choice) parameter.
+    Str { name: String, value: String },
+    /// A boolean parameter.
+    Bool { name: String, value: bool },
+    /// A file parameter: the uploaded part's file name, length and SHA-256 (lowercase hex).
+    File {
+        name: String,
+        file_name: String,
+        len: u64,
+        sha256: String,
+    },
+}
+
+impl ParamValue {
+    pub fn name(&self) -> &str {
+        match self {
+            ParamValue::Str { name, .. }
+            | ParamValue::Bool { name, .. }
+            | ParamValue::File { name, .. } => name,
+        }
+    }
+
+    /// What the build's console prints for it, and what `$NAME` expands to in an `echo`.
+    fn display(&self) -> String {
+        match self {
+            ParamValue::Str { value, .. } => value.clone(),
+            ParamValue::Bool { value, .. } => value.to_string(),
+            ParamValue::File {
+                file_name,
+                len,
+                sha256,
+                ..
+            } => format!("{file_name} ({len} bytes, sha256 {sha256})"),
+        }
+    }
+}
+
+/// A build that left the queue (behaviour §7.3: the queue item's `executable`).
+#[derive(Debug, Clone)]
+struct BuildRecord {
+    job: String,
+    number: u32,
+    queue_id: u64,
+    user: String,
+    params: Vec<ParamValue>,
+    started: Instant,
+    started_ms: u64,
+    duration: Duration,
+    /// The raw console log as it is once the build is complete, hidden console notes
+    /// included; while it runs the last line is missing.
+    log: Vec<u8>,
+    /// Its job was deleted (and with it the build); kept for [`MockJenkins::builds`].
+    deleted: bool,
+}
+
+impl BuildRecord {
+    fn building(&self, now: Instant) -> bool {
+        now < self.started + self.duration
+    }
+
+    /// The raw log at `now` (what `X-Text-Size` counts).
+    fn raw_log(&self, now: Instant) -> &[u8] {
+        if self.building(now) {
+            let last = format!("{FINISHED_SUCCESS}\n");
+            &self.log[..self.log.len() - last.len()]
+        } else {
+            &self.log
+        }
+    }
+}
+
+/// What a test can see of a build: [`MockJenkins::builds`].
+#[derive(Debug, Clone)]
+pub struct BuildInfo {
+    pub job: String,
+    pub number: u32,
+    pub queue_id: u64,
+    pub user: String,
+    pub params: Vec<ParamValue>,
+    pub building: bool,
 }
 
 #[derive(Debug)]
@@ -702,6 +882,8 @@ struct QueueItem {
     due: Instant,
     /// Build number once the item has left the queue.
     started: Option<u32>,
+    /// The parameter values the build will get.
+    values: Vec<ParamValue>,
 }
 
 #[derive(Debug)]
@@ -881,6 +1063,7 @@ async fn serve_request(
         user: ex.user.take(),
         via_api_token: ex.via_api_token,
         connection,
+        session: ex.session.clone(),
     };
     {
         let mut state = shared.lock();
@@ -1231,8 +1414,12 @@ impl<'a> Exchange<'a> {
         }
     }
 
+    fn query(&self) -> &str {
+        self.parts.uri.query().unwrap_or("")
+    }
+
     fn pretty(&self) -> bool {
-        param(self.parts.uri.query().unwrap_or(""), "pretty").as_deref() == Some("true")
+        param(self.query(), "pretty").as_deref() == Some("true")
     }
 
     fn is_read(&self) -> bool {
@@ -1240,24 +1427,68 @@ impl<'a> Exchange<'a> {
     }
 
     fn json(&self, value: &Json) -> Response<MockBody> {
-        let text = if self.pretty() {
-            value.pretty()
-        } else {
-            value.compact()
+        self.api(value, ApiFlavour::Json)
+    }
+
+    /// An exported object as `api/json` or `api/python` writes it: `tree=` applied
+    /// (behaviour §7.7), compact or `pretty=true`, `None`/`True`/`False` in Python.
+    fn api(&self, value: &Json, flavour: ApiFlavour) -> Response<MockBody> {
+        let pruned;
+        let value = match param(self.query(), "tree") {
+            Some(tree) => {
+                pruned = value.prune(&parse_tree(&tree));
+                &pruned
+            }
+            None => value,
         };
-        let mut response = full(StatusCode::OK, "application/json;charset=UTF-8", text);
+        let python = flavour == ApiFlavour::Python;
+        let text = value.write(self.pretty(), python);
+        let content_type = if python {
+            "text/x-python;charset=UTF-8"
+        } else {
+            "application/json;charset=UTF-8"
+        };
+        let mut response = full(StatusCode::OK, content_type, text);
         self.api_headers(response.headers_mut());
         response
     }
 
+    /// A request parameter as the servlet sees it: the query string, then an urlencoded body
+    /// (never a multipart one, behaviour §6).
+    fn request_param(&self, name: &str) -> Option<String> {
+        param(self.query(), name).or_else(|| {
+            is_form(&self.parts.headers)
+                .then(|| param(&String::from_utf8_lossy(&self.body.head), name))
+                .flatten()
+        })
+    }
+
+    fn job_exists(&self, name: &str) -> bool {
+        self.shared.lock().jobs.contains_key(name)
+    }
+
     fn dispatch(&mut self, route: Route) -> Response<MockBody> {
         match route {
-            Route::RootApi => self.root_api(),
+            Route::Dashboard => self.dashboard(),
+            Route::RootApi(flavour) => self.root_api(flavour),
+            Route::CreateItem => self.create_item(),
             Route::CrumbIssuer(flavour) => self.crumb_issuer(flavour),
             Route::WhoAmI => self.who_am_i(),
-            Route::QueueItem(id) => self.queue_item(id),
+            Route::Me(flavour) => self.me(flavour),
+            Route::PluginManager(flavour) => {
+                if self.shared.config.plugins.is_empty() {
+                    self.unexpected = Some("no plugins configured in the mock".to_owned());
+                    return self.not_found();
+                }
+                self.plugin_manager(flavour)
+            }
+            Route::QueueItem(id, flavour) => self.queue_item(id, flavour),
+            Route::QueueItemPage(_) => self.not_found(),
+            // Unknown views are a normal answer, like unknown jobs.
+            Route::ViewApi { name, flavour } if name == "all" => self.all_view(flavour),
+            Route::ViewApi { .. } => self.not_found(),
             Route::Job { name, rest } => {
-                if !self.shared.config.jobs.contains(&name) {
+                if !self.job_exists(&name) {
                     // Unknown jobs are a normal answer, not a test failure.
                     return self.not_found();
                 }
@@ -1272,12 +1503,18 @@ impl<'a> Exchange<'a> {
 
     fn job(&mut self, name: &str, rest: JobRoute) -> Response<MockBody> {
         match rest {
-            JobRoute::Api => self.job_api(name),
+            JobRoute::Api(flavour) => self.job_api(name, flavour),
             JobRoute::Build => self.trigger(name, false),
             JobRoute::BuildWithParameters => self.trigger(name, true),
             JobRoute::ConfigXml => self.config_xml(name),
+            JobRoute::DoDelete => self.do_delete(name),
             JobRoute::Artifact { build, path } => self.artifact(name, build, &path),
-            JobRoute::ProgressiveText { build } => self.progressive_text(name, build),
+            JobRoute::ProgressiveText {
+                build: BuildRef::Number(PROGRESSIVE_BUILD),
+            } if name == SAMPLE_JOB => self.progressive_text(name, PROGRESSIVE_BUILD),
+            JobRoute::ProgressiveText { build } => self.build_progressive_text(name, &build),
+            JobRoute::BuildApi { build, flavour } => self.build_api(name, &build, flavour),
+            JobRoute::ConsoleText { build } => self.console_text(name, &build),
             JobRoute::Unknown => {
                 self.unexpected = Some("no such job route in the mock".to_owned());
                 self.not_found()
@@ -1431,8 +1668,13 @@ impl<'a> Exchange<'a> {
         full(StatusCode::OK, "text/plain;charset=UTF-8", text)
     }
 
+    /// Jenkins' dashboard: a full layout page (behaviour §3.3).
+    fn dashboard(&mut self) -> Response<MockBody> {
+        self.layout_page(StatusCode::OK, "Dashboard", "<h1>Welcome to Jenkins!</h1>")
+    }
+
     /// Behaviour §7.7.
-    fn root_api(&mut self) -> Response<MockBody> {
+    fn root_api(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
         let root = self.root_url();
         let all_view = || {
             Json::Obj(vec![
@@ -1441,12 +1683,11 @@ impl<'a> Exchange<'a> {
                 ("url", Json::str(&root)),
             ])
         };
-        let jobs = self
-            .shared
-            .config
-            .jobs
+        let names = self.shared.lock().jobs.keys().cloned().collect::<Vec<_>>();
+        let jobs = names
             .iter()
-            .map(|name| self.job_summary(name))
+            .filter_map(|name| self.job_view(name))
+            .map(|view| self.job_summary(&view))
             .collect();
         let object = Json::Obj(vec![
             ("_class", Json::str("hudson.model.Hudson")),
@@ -1491,15 +1732,66 @@ impl<'a> Exchange<'a> {
             ("useSecurity", Json::Bool(true)),
             ("views", Json::Arr(vec![all_view()])),
         ]);
-        self.json(&object)
+        self.api(&object, flavour)
     }
 
-    fn job_summary(&self, name: &str) -> Json {
+    /// `view/all/api/json`: the `AllView`, every job in it.
+    fn all_view(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
+        let names = self.shared.lock().jobs.keys().cloned().collect::<Vec<_>>();
+        let jobs = names
+            .iter()
+            .filter_map(|name| self.job_view(name))
+            .map(|view| self.job_summary(&view))
+            .collect();
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.AllView")),
+            ("description", Json::Null),
+            ("jobs", Json::Arr(jobs)),
+            ("name", Json::str("all")),
+            ("property", Json::Arr(vec![])),
+            ("url", Json::str(&self.root_url())),
+        ]);
+        self.api(&object, flavour)
+    }
+
+    /// Everything the API shows of one job, read under one lock.
+    fn job_view(&self, name: &str) -> Option<JobView> {
+        let mut state = self.shared.lock();
+        advance_queue(&mut state, self.now, self.shared.config.build_duration);
+        let job = state.jobs.get(name)?;
+        let config = job.config.as_ref().map_or_else(
+            || DEFAULT_CONFIG.to_owned(),
+            |c| String::from_utf8_lossy(c).into_owned(),
+        );
+        let mut builds: Vec<(u32, bool)> = state
+            .builds
+            .iter()
+            .filter(|b| b.job == name && !b.deleted)
+            .map(|b| (b.number, b.building(self.now)))
+            .collect();
+        builds.sort_by_key(|b| std::cmp::Reverse(b.0));
+        let waiting = state
+            .queue
+            .iter()
+            .find(|i| i.job == name && i.started.is_none())
+            .map(|i| (i.id, i.since_ms, i.due));
+        let next_build = state.next_build.get(name).copied().unwrap_or(1);
+        Some(JobView {
+            name: name.to_owned(),
+            declared: self.shared.config.jobs.contains(name),
+            config,
+            builds,
+            waiting,
+            next_build,
+        })
+    }
+
+    fn job_summary(&self, view: &JobView) -> Json {
         Json::Obj(vec![
             ("_class", Json::str("hudson.model.FreeStyleProject")),
-            ("name", Json::str(name)),
-            ("url", Json::str(&self.job_url(name))),
-            ("color", Json::str("notbuilt")),
+            ("name", Json::str(&view.name)),
+            ("url", Json::str(&self.job_url(&view.name))),
+            ("color", Json::str(view.color())),
         ])
     }
 
@@ -1507,29 +1799,100 @@ impl<'a> Exchange<'a> {
         format!("{}job/{}/", self.root_url(), url_encode(name))
     }
 
-    fn job_api(&mut self, name: &str) -> Response<MockBody> {
-        let (in_queue, next_build) = {
-            let mut state = self.shared.lock();
-            advance_queue(&mut state, self.now);
-            let in_queue = state
-                .queue
-                .iter()
-                .any(|i| i.job == name && i.started.is_none());
-            (in_queue, state.next_build.get(name).copied().unwrap_or(1))
+    fn build_url(&self, job: &str, number: u32) -> String {
+        format!("{}{number}/", self.job_url(job))
+    }
+
+    /// `{_class, number, url}`: a build as other objects show it at depth 0.
+    fn build_summary(&self, job: &str, number: u32) -> Json {
+        Json::Obj(vec![
+            ("_class", Json::str("hudson.model.FreeStyleBuild")),
+            ("number", Json::Num(i64::from(number))),
+            ("url", Json::str(&self.build_url(job, number))),
+        ])
+    }
+
+    /// A `FreeStyleProject` as `job/NAME/api/json` writes it at depth 0.
+    fn job_api(&mut self, name: &str, flavour: ApiFlavour) -> Response<MockBody> {
+        let Some(view) = self.job_view(name) else {
+            return self.not_found();
         };
+        let defs = param_defs(&view.config);
+        let disabled = view.disabled();
+        let summary = |n: Option<u32>| n.map_or(Json::Null, |n| self.build_summary(name, n));
+        let completed = || {
+            view.builds
+                .iter()
+                .find(|(_, building)| !building)
+                .map(|b| b.0)
+        };
+        let definitions = (!defs.is_empty()).then(|| parameters_definition_property(&defs));
+        let mut actions: Vec<Json> = definitions.iter().cloned().collect();
+        actions.push(Json::Obj(vec![]));
+        let queue_item = view.waiting.map_or(Json::Null, |(id, since_ms, due)| {
+            Json::Obj(vec![
+                ("_class", Json::str("hudson.model.Queue$WaitingItem")),
+                ("blocked", Json::Bool(false)),
+                ("buildable", Json::Bool(false)),
+                ("id", Json::Num(id as i64)),
+                ("inQueueSince", Json::Num(since_ms as i64)),
+                ("params", Json::str("")),
+                ("stuck", Json::Bool(false)),
+                ("url", Json::str(&format!("queue/item/{id}/"))),
+                ("why", Json::str(&quiet_period_why(due, self.now))),
+                ("timestamp", Json::Num(since_ms as i64)),
+            ])
+        });
+        let description = xml_texts(&view.config, "description")
+            .into_iter()
+            .next()
+            .unwrap_or_default();
         let object = Json::Obj(vec![
             ("_class", Json::str("hudson.model.FreeStyleProject")),
-            ("description", Json::str("")),
+            ("actions", Json::Arr(actions)),
+            ("description", Json::Str(description)),
             ("displayName", Json::str(name)),
+            ("displayNameOrNull", Json::Null),
+            ("fullDisplayName", Json::str(name)),
             ("fullName", Json::str(name)),
             ("name", Json::str(name)),
             ("url", Json::str(&self.job_url(name))),
-            ("buildable", Json::Bool(true)),
-            ("color", Json::str("notbuilt")),
-            ("inQueue", Json::Bool(in_queue)),
-            ("nextBuildNumber", Json::Num(i64::from(next_build))),
+            ("buildable", Json::Bool(!disabled)),
+            (
+                "builds",
+                Json::Arr(
+                    view.builds
+                        .iter()
+                        .map(|(n, _)| self.build_summary(name, *n))
+                        .collect(),
+                ),
+            ),
+            ("color", Json::str(view.color())),
+            ("firstBuild", summary(view.builds.last().map(|b| b.0))),
+            ("healthReport", Json::Arr(vec![])),
+            ("inQueue", Json::Bool(view.waiting.is_some())),
+            ("keepDependencies", Json::Bool(false)),
+            ("lastBuild", summary(view.builds.first().map(|b| b.0))),
+            ("lastCompletedBuild", summary(completed())),
+            ("lastFailedBuild", Json::Null),
+            ("lastStableBuild", summary(completed())),
+            ("lastSuccessfulBuild", summary(completed())),
+            ("lastUnstableBuild", Json::Null),
+            ("lastUnsuccessfulBuild", Json::Null),
+            ("nextBuildNumber", Json::Num(i64::from(view.next_build))),
+            ("property", Json::Arr(definitions.into_iter().collect())),
+            ("queueItem", queue_item),
+            ("concurrentBuild", Json::Bool(false)),
+            ("disabled", Json::Bool(disabled)),
+            ("downstreamProjects", Json::Arr(vec![])),
+            ("labelExpression", Json::Null),
+            (
+                "scm",
+                Json::Obj(vec![("_class", Json::str("hudson.scm.NullSCM"))]),
+            ),
+            ("upstreamProjects", Json::Arr(vec![])),
         ]);
-        self.json(&object)
+        self.api(&object, flavour)
     }
 
     fn who_am_i(&mut self) -> Response<MockBody> {
@@ -1553,6 +1916,180 @@ impl<'a> Exchange<'a> {
         self.json(&object)
     }
 
+    /// `me/api/json`: the `User` object of the caller (python-jenkins' `get_whoami`).
+    fn me(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
+        let user = self.user.clone().unwrap_or_default();
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.User")),
+            (
+                "absoluteUrl",
+                Json::str(&format!("{}user/{}", self.root_url(), url_encode(&user))),
+            ),
+            ("description", Json::Null),
+            ("fullName", Json::str(&user)),
+            ("id", Json::str(&user)),
+            (
+                "property",
+                Json::Arr(vec![
+                    Json::Obj(vec![(
+                        "_class",
+                        Json::str("jenkins.security.ApiTokenProperty"),
+                    )]),
+                    Json::Obj(vec![("_class", Json::str("hudson.model.MyViewsProperty"))]),
+                    Json::Obj(vec![
+                        ("_class", Json::str("hudson.tasks.Mailer$UserProperty")),
+                        ("address", Json::Null),
+                    ]),
+                ]),
+            ),
+        ]);
+        self.api(&object, flavour)
+    }
+
+    /// `pluginManager/api/json` (`LocalPluginManager`, read-only here).
+    fn plugin_manager(&mut self, flavour: ApiFlavour) -> Response<MockBody> {
+        if !self.is_read() {
+            self.unexpected = Some("the plugin manager is only read".to_owned());
+            return self.not_found();
+        }
+        let plugins = self
+            .shared
+            .config
+            .plugins
+            .iter()
+            .map(|(short, version)| {
+                Json::Obj(vec![
+                    ("active", Json::Bool(true)),
+                    ("backupVersion", Json::Null),
+                    ("bundled", Json::Bool(false)),
+                    ("deleted", Json::Bool(false)),
+                    ("dependencies", Json::Arr(vec![])),
+                    ("detached", Json::Bool(false)),
+                    ("downgradable", Json::Bool(false)),
+                    ("enabled", Json::Bool(true)),
+                    ("hasUpdate", Json::Bool(false)),
+                    ("longName", Json::str(short)),
+                    ("pinned", Json::Bool(false)),
+                    ("requiredCoreVersion", Json::str("2.479.3")),
+                    ("shortName", Json::str(short)),
+                    ("supportsDynamicLoad", Json::str("MAYBE")),
+                    (
+                        "url",
+                        Json::str(&format!("https://plugins.jenkins.io/{short}")),
+                    ),
+                    ("version", Json::str(version)),
+                ])
+            })
+            .collect();
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.LocalPluginManager")),
+            ("plugins", Json::Arr(plugins)),
+        ]);
+        self.api(&object, flavour)
+    }
+
+    /// `Failure.generateResponse`: `error.jelly` (a layout page) with status 400 and the
+    /// message in `X-Error`, where characters beyond Latin-1 become `?` (behaviour §7.6).
+    fn failure(&mut self, message: &str) -> Response<MockBody> {
+        let mut response = self.layout_page(
+            StatusCode::BAD_REQUEST,
+            "Error",
+            &format!("<h1>Error</h1><p>{}</p>", escape_html(message)),
+        );
+        let latin1: Vec<u8> = message
+            .chars()
+            .map(|c| u8::try_from(u32::from(c)).unwrap_or(b'?'))
+            .collect();
+        let value = HeaderValue::from_bytes(&latin1).expect("a Latin-1 header value");
+        response.headers_mut().insert("x-error", value);
+        response
+    }
+
+    /// `POST createItem?name=X` with an XML body (behaviour §7.6,
+    /// `ItemGroupMixIn.createTopLevelItem`, `Jenkins.checkGoodName`).
+    fn create_item(&mut self) -> Response<MockBody> {
+        if self.parts.method != Method::POST {
+            return self.require_post();
+        }
+        let content_type = self
+            .parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_ascii_lowercase);
+        let mode = self.request_param("mode");
+        if content_type.is_none() && mode.as_deref() != Some("copy") {
+            return self.failure("No Content-Type header set");
+        }
+        let is_xml = content_type
+            .as_deref()
+            .is_some_and(|c| c.starts_with("application/xml") || c.starts_with("text/xml"));
+        let Some(name) = self.request_param("name") else {
+            return self.failure("Query parameter 'name' is required");
+        };
+        let name = name.trim().to_owned();
+        if name.is_empty() {
+            return self.failure("No name is specified");
+        }
+        if let Some(c) = name.chars().find(|c| "?*/\\%!@#$^&|<>[]:;".contains(*c)) {
+            return self.failure(&format!("\u{2018}{c}\u{2019} is an unsafe character"));
+        }
+        if self.job_exists(&name) {
+            return self.failure(&format!(
+                "A job already exists with the name \u{2018}{name}\u{2019}"
+            ));
+        }
+        if mode.is_some() && !is_xml {
+            self.unexpected = Some(format!("createItem mode {mode:?} is not emulated"));
+            return self.failure("This mode is not emulated by the mock");
+        }
+        if !is_xml {
+            return self.failure("No mode given");
+        }
+        let xml = String::from_utf8_lossy(&self.body.head).into_owned();
+        if root_element(&xml) != Some("project") {
+            self.unexpected = Some("the mock creates freestyle jobs (<project>) only".to_owned());
+            return self.failure("Unsupported job type");
+        }
+        {
+            let mut state = self.shared.lock();
+            state.jobs.insert(
+                name.clone(),
+                JobState {
+                    config: Some(self.body.head.clone()),
+                },
+            );
+            state.next_build.insert(name, 1);
+        }
+        let mut response = empty(StatusCode::OK);
+        self.advertise(response.headers_mut());
+        response
+    }
+
+    /// `POST job/NAME/doDelete` (`AbstractItem.doDoDelete`): the job, its builds and its
+    /// waiting queue items are gone; 302 to the parent, here the root.
+    fn do_delete(&mut self, name: &str) -> Response<MockBody> {
+        if self.parts.method != Method::POST {
+            return self.require_post();
+        }
+        {
+            let mut state = self.shared.lock();
+            state.jobs.remove(name);
+            state.next_build.remove(name);
+            state.queue.retain(|i| i.job != name || i.started.is_some());
+            for build in state.builds.iter_mut().filter(|b| b.job == name) {
+                build.deleted = true;
+            }
+        }
+        let location = format!("{}{}/", self.request_base(), self.shared.config.context);
+        let mut response = empty(StatusCode::FOUND);
+        response
+            .headers_mut()
+            .insert(header::LOCATION, value(location));
+        self.advertise(response.headers_mut());
+        response
+    }
+
     /// Behaviour §7.1 (`/build`) and §7.2 (`/buildWithParameters`).
     fn trigger(&mut self, job: &str, with_parameters: bool) -> Response<MockBody> {
         let user = self.user.clone().unwrap_or_default();
@@ -1567,15 +2104,56 @@ impl<'a> Exchange<'a> {
         if self.parts.method != Method::POST {
             return self.require_post();
         }
-        let query = self.parts.uri.query().unwrap_or("");
+        let Some(view) = self.job_view(job) else {
+            return self.not_found();
+        };
+        let defs = param_defs(&view.config);
+        let (params, values) = if !defs.is_empty() {
+            let values = if with_parameters {
+                self.values_from_request(&defs)
+            } else {
+                // `/build` of a parameterized job wants a structured form (behaviour §7.1).
+                match self.request_param("json") {
+                    Some(json) => self.values_from_json(&defs, &json),
+                    None => {
+                        let other = params(self.query())
+                            .iter()
+                            .any(|(k, _)| !matches!(k.as_str(), "delay" | "token"));
+                        let message = if other {
+                            "This page expects a form submission"
+                        } else {
+                            "Nothing is submitted"
+                        };
+                        return jetty_error(
+                            StatusCode::BAD_REQUEST,
+                            message,
+                            self.parts.uri.path(),
+                        );
+                    }
+                }
+            };
+            (Some(values_key(&values)), values)
+        } else if with_parameters {
+            if !view.declared {
+                return jetty_error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("{job} is not parameterized"),
+                    self.parts.uri.path(),
+                );
+            }
+            // A job the builder declared takes whatever it is sent.
+            (Some(self.parameter_key()), self.undeclared_values())
+        } else {
+            (None, Vec::new())
+        };
+        let query = self.query();
         let delay = param(query, "delay")
             .and_then(|d| parse_delay(&d))
             .unwrap_or(self.shared.config.quiet_period);
-        let params = with_parameters.then(|| self.parameter_key());
         let (id, existed) = {
             let mut state = self.shared.lock();
             *state.triggers.entry(job.to_owned()).or_default() += 1;
-            advance_queue(&mut state, self.now);
+            advance_queue(&mut state, self.now, self.shared.config.build_duration);
             let due = self.now + delay;
             let waiting = state
                 .queue
@@ -1597,6 +2175,7 @@ impl<'a> Exchange<'a> {
                         since_ms: epoch_ms(),
                         due,
                         started: None,
+                        values,
                     });
                     (id, false)
                 }
@@ -1619,6 +2198,96 @@ impl<'a> Exchange<'a> {
             .insert(header::LOCATION, value(location));
         self.advertise(response.headers_mut());
         response
+    }
+
+    /// `ParameterDefinition.createValue(StaplerRequest)` for each definition: string-like
+    /// values from request parameters (query or urlencoded body, never multipart fields),
+    /// files from the multipart part of that name; defaults for the rest.
+    fn values_from_request(&self, defs: &[ParamDef]) -> Vec<ParamValue> {
+        let files = self.multipart_files();
+        defs.iter()
+            .filter_map(|d| {
+                if d.kind == "FileParameterDefinition" {
+                    return files.iter().find(|f| f.name() == d.name).cloned();
+                }
+                match self.request_param(&d.name) {
+                    Some(v) if d.kind == "BooleanParameterDefinition" => Some(ParamValue::Bool {
+                        name: d.name.clone(),
+                        value: v == "true" || v == "on",
+                    }),
+                    Some(v) => Some(ParamValue::Str {
+                        name: d.name.clone(),
+                        value: v,
+                    }),
+                    None => d.default_value(),
+                }
+            })
+            .collect()
+    }
+
+    /// The `json` form field of a structured `/build` submission:
+    /// `{"parameter": [{"name": …, "value": …}]}`; defaults for the rest.
+    fn values_from_json(&self, defs: &[ParamDef], json: &str) -> Vec<ParamValue> {
+        let parsed: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        let given = match &parsed["parameter"] {
+            serde_json::Value::Array(a) => a.clone(),
+            serde_json::Value::Object(_) => vec![parsed["parameter"].clone()],
+            _ => Vec::new(),
+        };
+        defs.iter()
+            .filter_map(|d| {
+                let found = given.iter().find(|p| p["name"] == d.name.as_str());
+                match found.map(|p| &p["value"]) {
+                    Some(serde_json::Value::Bool(b)) => Some(ParamValue::Bool {
+                        name: d.name.clone(),
+                        value: *b,
+                    }),
+                    Some(serde_json::Value::String(s)) => Some(ParamValue::Str {
+                        name: d.name.clone(),
+                        value: s.clone(),
+                    }),
+                    _ => d.default_value(),
+                }
+            })
+            .collect()
+    }
+
+    /// Values of a builder-declared job: every request parameter but `delay`, `token` and the
+    /// crumb, plus the files of a multipart body.
+    fn undeclared_values(&self) -> Vec<ParamValue> {
+        let ignored = ["delay", "token", self.shared.config.crumb_field.as_str()];
+        let mut pairs: Vec<(String, String)> = params(self.query());
+        if is_form(&self.parts.headers) {
+            pairs.extend(params(&String::from_utf8_lossy(&self.body.head)));
+        }
+        pairs
+            .into_iter()
+            .filter(|(k, _)| !ignored.contains(&k.as_str()))
+            .map(|(name, value)| ParamValue::Str { name, value })
+            .chain(self.multipart_files())
+            .collect()
+    }
+
+    /// The file parts of a `multipart/form-data` body (Stapler parses these itself).
+    fn multipart_files(&self) -> Vec<ParamValue> {
+        let content_type = self
+            .parts
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        multipart_parts(content_type, &self.body.head)
+            .into_iter()
+            .filter_map(|part| {
+                let file_name = part.file_name?;
+                Some(ParamValue::File {
+                    name: part.name,
+                    file_name,
+                    len: part.data.len() as u64,
+                    sha256: hex(&Sha256::digest(&part.data)),
+                })
+            })
+            .collect()
     }
 
     /// What makes two `buildWithParameters` triggers equivalent: the parameter values. File
@@ -1655,17 +2324,22 @@ impl<'a> Exchange<'a> {
     }
 
     /// Behaviour §7.3.
-    fn queue_item(&mut self, id: u64) -> Response<MockBody> {
+    fn queue_item(&mut self, id: u64, flavour: ApiFlavour) -> Response<MockBody> {
         let snapshot = {
             let mut state = self.shared.lock();
-            advance_queue(&mut state, self.now);
-            state
-                .queue
-                .iter()
-                .find(|i| i.id == id)
-                .map(|i| (i.job.clone(), i.user.clone(), i.since_ms, i.due, i.started))
+            advance_queue(&mut state, self.now, self.shared.config.build_duration);
+            state.queue.iter().find(|i| i.id == id).map(|i| {
+                (
+                    i.job.clone(),
+                    i.user.clone(),
+                    i.since_ms,
+                    i.due,
+                    i.started,
+                    i.values.clone(),
+                )
+            })
         };
-        let Some((job, user, since_ms, due, started)) = snapshot else {
+        let Some((job, user, since_ms, due, started, values)) = snapshot else {
             return self.not_found();
         };
         let cause = Json::Obj(vec![
@@ -1683,7 +2357,21 @@ impl<'a> Exchange<'a> {
                 ])]),
             ),
         ]);
-        let task = self.job_summary(&job);
+        let mut actions = Vec::new();
+        if !values.is_empty() {
+            actions.push(parameters_action(&values));
+        }
+        actions.push(cause);
+        let task = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.FreeStyleProject")),
+            ("name", Json::str(&job)),
+            ("url", Json::str(&self.job_url(&job))),
+            ("color", Json::str("notbuilt")),
+        ]);
+        let params_text: String = values
+            .iter()
+            .map(|v| format!("\n{}='{}'", v.name(), v.display()))
+            .collect();
         let mut fields = vec![
             (
                 "_class",
@@ -1693,62 +2381,48 @@ impl<'a> Exchange<'a> {
                     "hudson.model.Queue$WaitingItem"
                 }),
             ),
-            ("actions", Json::Arr(vec![cause])),
+            ("actions", Json::Arr(actions)),
             ("blocked", Json::Bool(false)),
             ("buildable", Json::Bool(false)),
             ("id", Json::Num(id as i64)),
             ("inQueueSince", Json::Num(since_ms as i64)),
-            ("params", Json::str("")),
+            ("params", Json::Str(params_text)),
             ("stuck", Json::Bool(false)),
             ("task", task),
             ("url", Json::str(&format!("queue/item/{id}/"))),
         ];
         match started {
             None => {
-                let left = due.saturating_duration_since(self.now).as_secs_f64();
-                fields.push((
-                    "why",
-                    Json::str(&format!("In the quiet period. Expires in {left:.1} sec")),
-                ));
+                fields.push(("why", Json::str(&quiet_period_why(due, self.now))));
                 fields.push(("timestamp", Json::Num(since_ms as i64)));
             }
             Some(number) => {
                 fields.push(("why", Json::Null));
                 fields.push(("cancelled", Json::Bool(false)));
-                fields.push((
-                    "executable",
-                    Json::Obj(vec![
-                        ("_class", Json::str("hudson.model.FreeStyleBuild")),
-                        ("number", Json::Num(i64::from(number))),
-                        (
-                            "url",
-                            Json::str(&format!("{}{number}/", self.job_url(&job))),
-                        ),
-                    ]),
-                ));
+                fields.push(("executable", self.build_summary(&job, number)));
             }
         }
-        self.json(&Json::Obj(fields))
+        self.api(&Json::Obj(fields), flavour)
     }
 
     /// Behaviour §7.6.
     fn config_xml(&mut self, job: &str) -> Response<MockBody> {
         if self.is_read() {
-            let stored = self.shared.lock().configs.get(job).cloned();
-            let body = stored.unwrap_or_else(|| {
-                Bytes::from_static(
-                    b"<?xml version='1.1' encoding='UTF-8'?>\n<project>\n  <description></description>\n  <keepDependencies>false</keepDependencies>\n  <builders/>\n</project>",
-                )
-            });
+            let stored = self
+                .shared
+                .lock()
+                .jobs
+                .get(job)
+                .and_then(|j| j.config.clone());
+            let body = stored.unwrap_or_else(|| Bytes::from_static(DEFAULT_CONFIG.as_bytes()));
             let mut response = full_bytes(StatusCode::OK, "application/xml", body);
             self.advertise(response.headers_mut());
             return response;
         }
         if self.parts.method == Method::POST {
-            self.shared
-                .lock()
-                .configs
-                .insert(job.to_owned(), self.body.head.clone());
+            if let Some(state) = self.shared.lock().jobs.get_mut(job) {
+                state.config = Some(self.body.head.clone());
+            }
             let mut response = empty(StatusCode::OK);
             self.advertise(response.headers_mut());
             return response;
@@ -1758,6 +2432,173 @@ impl<'a> Exchange<'a> {
             "text/html;charset=utf-8",
             "<html><body>Bad Request</body></html>".to_owned(),
         )
+    }
+
+    /// The build a URL names, if it exists (permalinks resolved as `PermalinkProjectAction`).
+    fn find_build(&self, job: &str, build: &BuildRef) -> Option<BuildRecord> {
+        let mut state = self.shared.lock();
+        advance_queue(&mut state, self.now, self.shared.config.build_duration);
+        let mut builds: Vec<&BuildRecord> = state
+            .builds
+            .iter()
+            .filter(|b| b.job == job && !b.deleted)
+            .collect();
+        builds.sort_by_key(|b| b.number);
+        let found = match build {
+            BuildRef::Number(n) => builds.into_iter().find(|b| b.number == *n),
+            BuildRef::Permalink("lastBuild") => builds.into_iter().last(),
+            BuildRef::Permalink("firstBuild") => builds.into_iter().next(),
+            // Every build of the double succeeds: completed, successful and stable coincide.
+            BuildRef::Permalink(_) => builds.into_iter().rfind(|b| !b.building(self.now)),
+        };
+        found.cloned()
+    }
+
+    /// `job/NAME/N/api/json`: a `FreeStyleBuild` at depth 0.
+    fn build_api(
+        &mut self,
+        job: &str,
+        build: &BuildRef,
+        flavour: ApiFlavour,
+    ) -> Response<MockBody> {
+        let Some(b) = self.find_build(job, build) else {
+            return self.not_found();
+        };
+        let building = b.building(self.now);
+        let (previous, next) = {
+            let state = self.shared.lock();
+            let numbers: Vec<u32> = state
+                .builds
+                .iter()
+                .filter(|o| o.job == job && !o.deleted)
+                .map(|o| o.number)
+                .collect();
+            (
+                numbers.iter().filter(|n| **n < b.number).max().copied(),
+                numbers.iter().filter(|n| **n > b.number).min().copied(),
+            )
+        };
+        let mut actions = Vec::new();
+        if !b.params.is_empty() {
+            actions.push(parameters_action(&b.params));
+        }
+        actions.push(Json::Obj(vec![
+            ("_class", Json::str("hudson.model.CauseAction")),
+            (
+                "causes",
+                Json::Arr(vec![Json::Obj(vec![
+                    ("_class", Json::str("hudson.model.Cause$UserIdCause")),
+                    (
+                        "shortDescription",
+                        Json::str(&format!("Started by user {}", b.user)),
+                    ),
+                    ("userId", Json::str(&b.user)),
+                    ("userName", Json::str(&b.user)),
+                ])]),
+            ),
+        ]));
+        actions.push(Json::Obj(vec![]));
+        let millis = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.FreeStyleBuild")),
+            ("actions", Json::Arr(actions)),
+            ("artifacts", Json::Arr(vec![])),
+            ("building", Json::Bool(building)),
+            ("description", Json::Null),
+            ("displayName", Json::str(&format!("#{}", b.number))),
+            (
+                "duration",
+                Json::Num(if building { 0 } else { millis(b.duration) }),
+            ),
+            ("estimatedDuration", Json::Num(millis(b.duration))),
+            (
+                "executor",
+                if building {
+                    Json::Obj(vec![("_class", Json::str("hudson.model.Executor"))])
+                } else {
+                    Json::Null
+                },
+            ),
+            (
+                "fullDisplayName",
+                Json::str(&format!("{job} #{}", b.number)),
+            ),
+            ("id", Json::str(&b.number.to_string())),
+            ("keepLog", Json::Bool(false)),
+            ("number", Json::Num(i64::from(b.number))),
+            ("queueId", Json::Num(b.queue_id as i64)),
+            (
+                "result",
+                if building {
+                    Json::Null
+                } else {
+                    Json::str("SUCCESS")
+                },
+            ),
+            ("timestamp", Json::Num(b.started_ms as i64)),
+            ("url", Json::str(&self.build_url(job, b.number))),
+            ("builtOn", Json::str("")),
+            (
+                "changeSet",
+                Json::Obj(vec![
+                    ("_class", Json::str("hudson.scm.EmptyChangeLogSet")),
+                    ("items", Json::Arr(vec![])),
+                    ("kind", Json::Null),
+                ]),
+            ),
+            ("culprits", Json::Arr(vec![])),
+            (
+                "nextBuild",
+                next.map_or(Json::Null, |n| self.build_summary(job, n)),
+            ),
+            (
+                "previousBuild",
+                previous.map_or(Json::Null, |n| self.build_summary(job, n)),
+            ),
+        ]);
+        self.api(&object, flavour)
+    }
+
+    /// `Run.doConsoleText`: the log so far, console notes removed.
+    fn console_text(&mut self, job: &str, build: &BuildRef) -> Response<MockBody> {
+        let Some(b) = self.find_build(job, build) else {
+            return self.not_found();
+        };
+        let text = strip_console_notes(b.raw_log(self.now));
+        let mut response = full_bytes(
+            StatusCode::OK,
+            "text/plain;charset=UTF-8",
+            Bytes::from(text),
+        );
+        self.advertise(response.headers_mut());
+        response
+    }
+
+    /// Behaviour §7.4 for builds the double ran: `start` from the query or an urlencoded
+    /// body (the npm client POSTs it), `X-Text-Size` of the raw log, `X-More-Data` while the
+    /// build runs, console notes removed from the body.
+    fn build_progressive_text(&mut self, job: &str, build: &BuildRef) -> Response<MockBody> {
+        let Some(b) = self.find_build(job, build) else {
+            return self.not_found();
+        };
+        let raw = b.raw_log(self.now);
+        let start = self
+            .request_param("start")
+            .and_then(|s| s.parse::<usize>().ok())
+            .unwrap_or(0);
+        let from = if start > raw.len() { 0 } else { start };
+        let mut response = full_bytes(
+            StatusCode::OK,
+            "text/plain;charset=UTF-8",
+            Bytes::from(strip_console_notes(&raw[from..])),
+        );
+        let h = response.headers_mut();
+        h.insert("x-text-size", value(raw.len().to_string()));
+        if b.building(self.now) {
+            h.insert("x-more-data", HeaderValue::from_static("true"));
+        }
+        self.advertise(response.headers_mut());
+        response
     }
 
     /// Behaviour §7.5: streamed, never held in memory; `bytes=a-b` and `bytes=a-` ranges.
@@ -1865,18 +2706,229 @@ impl<'a> Exchange<'a> {
     }
 }
 
-/// Items whose quiet period is over leave the queue and get a build number.
-fn advance_queue(state: &mut State, now: Instant) {
+/// Items whose quiet period is over leave the queue, get a build number and start a build
+/// that runs for `duration` (behaviour §7.3). Items of a job deleted meanwhile are dropped,
+/// as Jenkins cancels them.
+fn advance_queue(state: &mut State, now: Instant, duration: Duration) {
     let State {
-        queue, next_build, ..
+        queue,
+        next_build,
+        jobs,
+        builds,
+        ..
     } = state;
+    queue.retain(|item| item.started.is_some() || jobs.contains_key(&item.job));
     for item in queue.iter_mut() {
         if item.started.is_none() && item.due <= now {
             let number = next_build.entry(item.job.clone()).or_insert(1);
             item.started = Some(*number);
+            let config = jobs.get(&item.job).and_then(|j| j.config.clone());
+            builds.push(BuildRecord {
+                job: item.job.clone(),
+                number: *number,
+                queue_id: item.id,
+                user: item.user.clone(),
+                params: item.values.clone(),
+                // It started when it was due, even if nobody looked until now.
+                started: item.due,
+                started_ms: epoch_ms().saturating_sub(
+                    u64::try_from(now.duration_since(item.due).as_millis()).unwrap_or(0),
+                ),
+                duration,
+                log: console_log(
+                    &item.job,
+                    *number,
+                    &item.user,
+                    &item.values,
+                    config.as_deref(),
+                ),
+                deleted: false,
+            });
             *number += 1;
         }
     }
+}
+
+/// The console log of a build of `job` (behaviour §7.4): a hidden console note before
+/// "Started by user", the workspace line, the parameters, each shell step with what its
+/// `echo` lines print, and the final `Finished: SUCCESS`.
+fn console_log(
+    job: &str,
+    number: u32,
+    user: &str,
+    params: &[ParamValue],
+    config: Option<&[u8]>,
+) -> Vec<u8> {
+    let mut log = String::new();
+    // `ConsoleNote.encode`: ESC[8m ha: base64 ESC[0m, stripped from what clients are sent.
+    let note = base64::engine::general_purpose::STANDARD
+        .encode(format!("{job}#{number} started by {user}"));
+    let _ = writeln!(log, "\u{1b}[8mha:////{note}\u{1b}[0mStarted by user {user}");
+    log.push_str("Running as SYSTEM\n");
+    let _ = writeln!(
+        log,
+        "Building in workspace /var/jenkins_home/workspace/{job}"
+    );
+    for p in params {
+        let _ = writeln!(log, "{}={}", p.name(), p.display());
+    }
+    let xml = config.map(String::from_utf8_lossy).unwrap_or_default();
+    for (i, command) in xml_texts(&xml, "command").into_iter().enumerate() {
+        let _ = writeln!(
+            log,
+            "[{job}] $ /bin/sh -xe /tmp/jenkins{}{i}.sh",
+            1000 + number
+        );
+        for line in command.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            let _ = writeln!(log, "+ {line}");
+            if let Some(args) = line.strip_prefix("echo ") {
+                let _ = writeln!(log, "{}", shell_echo(args, params));
+            }
+        }
+    }
+    let _ = writeln!(log, "{FINISHED_SUCCESS}");
+    log.into_bytes()
+}
+
+/// What `echo ARGS` prints: quotes removed, `$NAME` and `${NAME}` replaced by the
+/// parameter's value (empty when there is none).
+fn shell_echo(args: &str, params: &[ParamValue]) -> String {
+    let mut out = String::new();
+    let mut chars = args.chars().peekable();
+    let mut quote: Option<char> = None;
+    while let Some(c) = chars.next() {
+        match c {
+            '\'' | '"' if quote.is_none() => quote = Some(c),
+            '\'' | '"' if quote == Some(c) => quote = None,
+            '$' if quote != Some('\'') => {
+                let braced = chars.peek() == Some(&'{');
+                if braced {
+                    chars.next();
+                }
+                let mut name = String::new();
+                while let Some(&n) = chars.peek() {
+                    if n.is_ascii_alphanumeric() || n == '_' {
+                        name.push(n);
+                        chars.next();
+                    } else {
+                        break;
+                    }
+                }
+                if braced && chars.peek() == Some(&'}') {
+                    chars.next();
+                }
+                if let Some(p) = params.iter().find(|p| p.name() == name) {
+                    out.push_str(&p.display());
+                }
+            }
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The unescaped text of every `<tag>…</tag>` element in `xml` (no nesting inside).
+fn xml_texts(xml: &str, tag: &str) -> Vec<String> {
+    let open = format!("<{tag}>");
+    let close = format!("</{tag}>");
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find(&open) {
+        let after = &rest[at + open.len()..];
+        let Some(end) = after.find(&close) else { break };
+        out.push(xml_unescape(&after[..end]));
+        rest = &after[end + close.len()..];
+    }
+    out
+}
+
+fn xml_unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&apos;", "'")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+/// A parameter definition of a job's configuration (`ParametersDefinitionProperty`).
+#[derive(Debug, Clone)]
+struct ParamDef {
+    /// `StringParameterDefinition`, `TextParameterDefinition`, `BooleanParameterDefinition`,
+    /// `ChoiceParameterDefinition`, `FileParameterDefinition`.
+    kind: &'static str,
+    name: String,
+    default: Option<String>,
+    description: String,
+}
+
+impl ParamDef {
+    fn default_value(&self) -> Option<ParamValue> {
+        let name = self.name.clone();
+        match self.kind {
+            "FileParameterDefinition" => None,
+            "BooleanParameterDefinition" => Some(ParamValue::Bool {
+                name,
+                value: self.default.as_deref() == Some("true"),
+            }),
+            _ => Some(ParamValue::Str {
+                name,
+                value: self.default.clone().unwrap_or_default(),
+            }),
+        }
+    }
+
+    fn value_class(&self) -> &'static str {
+        match self.kind {
+            "FileParameterDefinition" => "hudson.model.FileParameterValue",
+            "BooleanParameterDefinition" => "hudson.model.BooleanParameterValue",
+            "TextParameterDefinition" => "hudson.model.TextParameterValue",
+            _ => "hudson.model.StringParameterValue",
+        }
+    }
+}
+
+/// The parameter definitions in a job's `config.xml` (the elements Jenkins' XStream writes
+/// for the core parameter types; jenkins-job-builder writes the same).
+fn param_defs(xml: &str) -> Vec<ParamDef> {
+    const KINDS: &[&str] = &[
+        "StringParameterDefinition",
+        "TextParameterDefinition",
+        "BooleanParameterDefinition",
+        "ChoiceParameterDefinition",
+        "FileParameterDefinition",
+    ];
+    let mut defs = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find("<hudson.model.") {
+        let tail = &rest[at + "<hudson.model.".len()..];
+        let kind = KINDS
+            .iter()
+            .find(|k| tail.starts_with(&format!("{k}>")) || tail.starts_with(&format!("{k} ")));
+        let Some(kind) = kind else {
+            rest = tail;
+            continue;
+        };
+        let close = format!("</hudson.model.{kind}>");
+        let Some(end) = tail.find(&close) else { break };
+        let body = &tail[..end];
+        let first = |tag: &str| xml_texts(body, tag).into_iter().next();
+        let default = match *kind {
+            // The first choice is the default.
+            "ChoiceParameterDefinition" => first("string"),
+            _ => first("defaultValue"),
+        };
+        if let Some(name) = first("name") {
+            defs.push(ParamDef {
+                kind,
+                name,
+                default,
+                description: first("description").unwrap_or_default(),
+            });
+        }
+        rest = &tail[end..];
+    }
+    defs
 }
 
 /// `AccessDeniedException3`'s permission chains (ids from `Permission.java`, behaviour §2).
@@ -1924,31 +2976,97 @@ fn permission_report(user: &str, groups: &[&str], chain: &[&str]) -> String {
 
 // === routing ===
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ApiFlavour {
     Json,
     Xml,
     Python,
 }
 
+impl ApiFlavour {
+    fn parse(s: &str) -> Option<ApiFlavour> {
+        match s {
+            "json" => Some(ApiFlavour::Json),
+            "xml" => Some(ApiFlavour::Xml),
+            "python" => Some(ApiFlavour::Python),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug)]
 enum Route {
-    RootApi,
+    /// `/`: the dashboard page.
+    Dashboard,
+    RootApi(ApiFlavour),
+    CreateItem,
     CrumbIssuer(ApiFlavour),
     WhoAmI,
-    QueueItem(u64),
-    Job { name: String, rest: JobRoute },
+    /// `me/api/…`: the current user.
+    Me(ApiFlavour),
+    PluginManager(ApiFlavour),
+    QueueItem(u64, ApiFlavour),
+    /// `queue/item/N/` itself: a queue item has no index view, so Stapler answers 404.
+    QueueItemPage(u64),
+    Job {
+        name: String,
+        rest: JobRoute,
+    },
+    /// `view/NAME/api/…`: the double has only the `all` view.
+    ViewApi {
+        name: String,
+        flavour: ApiFlavour,
+    },
     Unknown,
+}
+
+/// A build as a URL names it: its number or a permalink (`lastBuild`, …).
+#[derive(Debug, Clone)]
+enum BuildRef {
+    Number(u32),
+    Permalink(&'static str),
+}
+
+impl BuildRef {
+    fn parse(s: &str) -> Option<BuildRef> {
+        const PERMALINKS: &[&str] = &[
+            "lastBuild",
+            "lastCompletedBuild",
+            "lastSuccessfulBuild",
+            "lastStableBuild",
+            "firstBuild",
+        ];
+        if let Ok(n) = s.parse() {
+            return Some(BuildRef::Number(n));
+        }
+        PERMALINKS
+            .iter()
+            .find(|p| **p == s)
+            .map(|p| BuildRef::Permalink(p))
+    }
 }
 
 #[derive(Debug)]
 enum JobRoute {
-    Api,
+    Api(ApiFlavour),
     Build,
     BuildWithParameters,
     ConfigXml,
-    Artifact { build: u32, path: String },
-    ProgressiveText { build: u32 },
+    DoDelete,
+    Artifact {
+        build: u32,
+        path: String,
+    },
+    ProgressiveText {
+        build: BuildRef,
+    },
+    BuildApi {
+        build: BuildRef,
+        flavour: ApiFlavour,
+    },
+    ConsoleText {
+        build: BuildRef,
+    },
     Unknown,
 }
 
@@ -1956,19 +3074,44 @@ impl Route {
     /// `rel` is the path below the context, starting with `/`.
     fn parse(rel: &str) -> Route {
         let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
+        let flavour = ApiFlavour::parse;
         match segments.as_slice() {
-            ["api", "json"] => Route::RootApi,
-            ["crumbIssuer", "api", "json"] => Route::CrumbIssuer(ApiFlavour::Json),
-            ["crumbIssuer", "api", "xml"] => Route::CrumbIssuer(ApiFlavour::Xml),
-            ["crumbIssuer", "api", "python"] => Route::CrumbIssuer(ApiFlavour::Python),
+            [""] => Route::Dashboard,
+            ["api", f] => match flavour(f) {
+                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::RootApi(f),
+                _ => Route::Unknown,
+            },
+            ["createItem"] => Route::CreateItem,
+            ["crumbIssuer", "api", f] => flavour(f).map_or(Route::Unknown, Route::CrumbIssuer),
             ["whoAmI", "api", "json"] => Route::WhoAmI,
-            ["queue", "item", id, "api", "json"] => match id.parse() {
-                Ok(id) => Route::QueueItem(id),
+            ["me", "api", f] => match flavour(f) {
+                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::Me(f),
+                _ => Route::Unknown,
+            },
+            ["pluginManager", "api", f] => match flavour(f) {
+                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::PluginManager(f),
+                _ => Route::Unknown,
+            },
+            ["queue", "item", id, "api", f] => match (id.parse(), flavour(f)) {
+                (Ok(id), Some(f @ (ApiFlavour::Json | ApiFlavour::Python))) => {
+                    Route::QueueItem(id, f)
+                }
+                _ => Route::Unknown,
+            },
+            ["queue", "item", id] | ["queue", "item", id, ""] => match id.parse() {
+                Ok(id) => Route::QueueItemPage(id),
                 Err(_) => Route::Unknown,
             },
             ["job", name, rest @ ..] => Route::Job {
                 name: percent_decode(name, false),
                 rest: JobRoute::parse(rest),
+            },
+            ["view", name, "api", f] => match flavour(f) {
+                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::ViewApi {
+                    name: percent_decode(name, false),
+                    flavour: f,
+                },
+                _ => Route::Unknown,
             },
             _ => Route::Unknown,
         }
@@ -1977,11 +3120,16 @@ impl Route {
 
 impl JobRoute {
     fn parse(rest: &[&str]) -> JobRoute {
+        let api = |f: &str| match ApiFlavour::parse(f) {
+            Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Some(f),
+            _ => None,
+        };
         match rest {
-            ["api", "json"] => JobRoute::Api,
+            ["api", f] => api(f).map_or(JobRoute::Unknown, JobRoute::Api),
             ["build"] => JobRoute::Build,
             ["buildWithParameters"] => JobRoute::BuildWithParameters,
             ["config.xml"] => JobRoute::ConfigXml,
+            ["doDelete"] => JobRoute::DoDelete,
             [build, "artifact", path @ ..] if !path.is_empty() => match build.parse() {
                 Ok(build) => JobRoute::Artifact {
                     build,
@@ -1993,9 +3141,17 @@ impl JobRoute {
                 },
                 Err(_) => JobRoute::Unknown,
             },
-            [build, "logText", "progressiveText"] => match build.parse() {
-                Ok(build) => JobRoute::ProgressiveText { build },
-                Err(_) => JobRoute::Unknown,
+            [build, "logText", "progressiveText"] => match BuildRef::parse(build) {
+                Some(build) => JobRoute::ProgressiveText { build },
+                None => JobRoute::Unknown,
+            },
+            [build, "api", f] => match (BuildRef::parse(build), api(f)) {
+                (Some(build), Some(flavour)) => JobRoute::BuildApi { build, flavour },
+                _ => JobRoute::Unknown,
+            },
+            [build, "consoleText"] => match BuildRef::parse(build) {
+                Some(build) => JobRoute::ConsoleText { build },
+                None => JobRoute::Unknown,
             },
             _ => JobRoute::Unknown,
         }
@@ -2182,10 +3338,238 @@ fn empty(status: StatusCode) -> Response<MockBody> {
     response
 }
 
+// === jobs, builds, parameters ===
+
+/// The configuration of a job that has none posted (a freestyle project without steps).
+const DEFAULT_CONFIG: &str = "<?xml version='1.1' encoding='UTF-8'?>\n<project>\n  <description></description>\n  <keepDependencies>false</keepDependencies>\n  <builders/>\n</project>";
+
+/// A job's state as its API shows it (see `Exchange::job_view`).
+#[derive(Debug)]
+struct JobView {
+    name: String,
+    /// Declared by the builder (takes any parameters).
+    declared: bool,
+    config: String,
+    /// Build numbers, newest first, and whether each is still running.
+    builds: Vec<(u32, bool)>,
+    /// The job's waiting queue item: id, since (epoch ms), due.
+    waiting: Option<(u64, u64, Instant)>,
+    next_build: u32,
+}
+
+impl JobView {
+    fn disabled(&self) -> bool {
+        xml_texts(&self.config, "disabled")
+            .first()
+            .map(String::as_str)
+            == Some("true")
+    }
+
+    /// `BallColor`: grey before any build, blue after a successful one, `_anime` while the
+    /// last build runs (every build of the double succeeds).
+    fn color(&self) -> &'static str {
+        if self.disabled() {
+            return "disabled";
+        }
+        let completed = self.builds.iter().any(|(_, building)| !building);
+        let running = self.builds.first().is_some_and(|(_, building)| *building);
+        match (completed, running) {
+            (false, false) => "notbuilt",
+            (false, true) => "notbuilt_anime",
+            (true, false) => "blue",
+            (true, true) => "blue_anime",
+        }
+    }
+}
+
+/// `ParametersDefinitionProperty` as the job API shows it (in `property` and `actions`).
+fn parameters_definition_property(defs: &[ParamDef]) -> Json {
+    let definitions = defs
+        .iter()
+        .map(|d| {
+            let default = match d.default_value() {
+                Some(v) => Json::Obj(vec![
+                    ("_class", Json::str(d.value_class())),
+                    ("name", Json::str(&d.name)),
+                    ("value", param_json_value(&v)),
+                ]),
+                None => Json::Null,
+            };
+            Json::Obj(vec![
+                ("_class", Json::Str(format!("hudson.model.{}", d.kind))),
+                ("defaultParameterValue", default),
+                ("description", Json::str(&d.description)),
+                ("name", Json::str(&d.name)),
+                ("type", Json::str(d.kind)),
+            ])
+        })
+        .collect();
+    Json::Obj(vec![
+        (
+            "_class",
+            Json::str("hudson.model.ParametersDefinitionProperty"),
+        ),
+        ("parameterDefinitions", Json::Arr(definitions)),
+    ])
+}
+
+fn param_json_value(v: &ParamValue) -> Json {
+    match v {
+        ParamValue::Str { value, .. } => Json::str(value),
+        ParamValue::Bool { value, .. } => Json::Bool(*value),
+        ParamValue::File { .. } => Json::Null,
+    }
+}
+
+/// `ParametersAction` of a queue item or build.
+fn parameters_action(values: &[ParamValue]) -> Json {
+    let parameters = values
+        .iter()
+        .map(|v| {
+            let class = match v {
+                ParamValue::Str { .. } => "hudson.model.StringParameterValue",
+                ParamValue::Bool { .. } => "hudson.model.BooleanParameterValue",
+                ParamValue::File { .. } => "hudson.model.FileParameterValue",
+            };
+            let mut fields = vec![("_class", Json::str(class)), ("name", Json::str(v.name()))];
+            if !matches!(v, ParamValue::File { .. }) {
+                fields.push(("value", param_json_value(v)));
+            }
+            Json::Obj(fields)
+        })
+        .collect();
+    Json::Obj(vec![
+        ("_class", Json::str("hudson.model.ParametersAction")),
+        ("parameters", Json::Arr(parameters)),
+    ])
+}
+
+/// Queue folding key of defined parameter values: equal values fold, file uploads never do.
+fn values_key(values: &[ParamValue]) -> String {
+    if values.iter().any(|v| matches!(v, ParamValue::File { .. })) {
+        return format!("multipart:{}", rand::random::<u64>());
+    }
+    values
+        .iter()
+        .map(|v| format!("{}={}", v.name(), v.display()))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+fn quiet_period_why(due: Instant, now: Instant) -> String {
+    let left = due.saturating_duration_since(now).as_secs_f64();
+    format!("In the quiet period. Expires in {left:.1} sec")
+}
+
+/// The name of the document element of `xml` (after the prolog and comments).
+fn root_element(xml: &str) -> Option<&str> {
+    let mut rest = xml.trim_start_matches('\u{feff}');
+    loop {
+        rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix("<?") {
+            rest = &r[r.find("?>")? + 2..];
+        } else if let Some(r) = rest.strip_prefix("<!--") {
+            rest = &r[r.find("-->")? + 3..];
+        } else {
+            let r = rest.strip_prefix('<')?;
+            let end = r.find(|c: char| c.is_whitespace() || c == '>' || c == '/')?;
+            return Some(&r[..end]);
+        }
+    }
+}
+
+/// Console notes (`ESC[8mha:…ESC[0m`) removed, as `PlainTextConsoleOutputStream` does.
+fn strip_console_notes(raw: &[u8]) -> Vec<u8> {
+    const START: &[u8] = b"\x1b[8mha:";
+    const END: &[u8] = b"\x1b[0m";
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i..].starts_with(START) {
+            if let Some(end) = raw[i..].windows(END.len()).position(|w| w == END) {
+                i += end + END.len();
+                continue;
+            }
+        }
+        out.push(raw[i]);
+        i += 1;
+    }
+    out
+}
+
+/// One part of a `multipart/form-data` body.
+#[derive(Debug)]
+struct Part {
+    name: String,
+    file_name: Option<String>,
+    data: Vec<u8>,
+}
+
+/// The parts of a `multipart/form-data` body (RFC 7578), empty for any other content type.
+fn multipart_parts(content_type: &str, body: &[u8]) -> Vec<Part> {
+    let lower = content_type.to_ascii_lowercase();
+    if !lower.starts_with("multipart/form-data") {
+        return Vec::new();
+    }
+    let Some(boundary) = content_type
+        .split(';')
+        .filter_map(|p| p.trim().split_once('='))
+        .find(|(k, _)| k.eq_ignore_ascii_case("boundary"))
+        .map(|(_, v)| v.trim_matches('"').to_owned())
+    else {
+        return Vec::new();
+    };
+    let delimiter = format!("--{boundary}").into_bytes();
+    let find = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).position(|w| w == needle);
+    let mut parts = Vec::new();
+    let Some(first) = find(body, &delimiter) else {
+        return parts;
+    };
+    let mut rest = &body[first + delimiter.len()..];
+    loop {
+        if rest.starts_with(b"--") {
+            break;
+        }
+        let Some(rest_after_crlf) = rest.strip_prefix(b"\r\n") else {
+            break;
+        };
+        let Some(head_end) = find(rest_after_crlf, b"\r\n\r\n") else {
+            break;
+        };
+        let head = String::from_utf8_lossy(&rest_after_crlf[..head_end]).into_owned();
+        let content = &rest_after_crlf[head_end + 4..];
+        let mut closing = b"\r\n".to_vec();
+        closing.extend_from_slice(&delimiter);
+        let Some(end) = find(content, &closing) else {
+            break;
+        };
+        let disposition = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("content-disposition:"))
+            .unwrap_or("");
+        let attribute = |key: &str| {
+            disposition.split(';').find_map(|p| {
+                let (k, v) = p.trim().split_once('=')?;
+                k.eq_ignore_ascii_case(key)
+                    .then(|| v.trim().trim_matches('"').to_owned())
+            })
+        };
+        if let Some(name) = attribute("name") {
+            parts.push(Part {
+                name,
+                file_name: attribute("filename"),
+                data: content[..end].to_vec(),
+            });
+        }
+        rest = &content[end + closing.len()..];
+    }
+    parts
+}
+
 // === JSON as Stapler writes it ===
 
 /// A JSON value with ordered object keys (Stapler keeps model order, behaviour §7.7).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Json {
     Null,
     Bool(bool),
@@ -2201,17 +3585,115 @@ impl Json {
     }
 
     fn compact(&self) -> String {
-        let mut w = JsonWriter::new(false);
-        w.write(self);
-        w.out
+        self.write(false, false)
     }
 
     /// `?pretty=true`.
     fn pretty(&self) -> String {
-        let mut w = JsonWriter::new(true);
+        self.write(true, false)
+    }
+
+    /// JSON, or Stapler's `PythonDataWriter` (the same but `None`, `True`, `False`).
+    fn write(&self, pretty: bool, python: bool) -> String {
+        let mut w = JsonWriter::new(pretty);
+        w.python = python;
         w.write(self);
         w.out
     }
+
+    /// `tree=` (stapler `NamedPathPruner`): only the named properties, recursively; `_class`
+    /// is always kept, model order is kept, a property named without `[…]` keeps only the
+    /// `_class` of an object value, `{a,b}` slices an array.
+    fn prune(&self, tree: &[TreeNode]) -> Json {
+        match self {
+            Json::Obj(fields) => Json::Obj(
+                fields
+                    .iter()
+                    .filter_map(|(name, v)| {
+                        if *name == "_class" {
+                            return Some((*name, v.clone()));
+                        }
+                        let node = tree.iter().find(|n| n.name == *name)?;
+                        let v = match (v, node.range) {
+                            (Json::Arr(items), Some((from, to))) => {
+                                let to = to.unwrap_or(items.len()).min(items.len());
+                                let from = from.unwrap_or(0).min(to);
+                                Json::Arr(items[from..to].to_vec())
+                            }
+                            _ => v.clone(),
+                        };
+                        Some((*name, v.prune(&node.children)))
+                    })
+                    .collect(),
+            ),
+            Json::Arr(items) => Json::Arr(items.iter().map(|i| i.prune(tree)).collect()),
+            other => other.clone(),
+        }
+    }
+}
+
+/// One property of a `tree=` expression: `name[children]{from,to}`.
+#[derive(Debug)]
+struct TreeNode {
+    name: String,
+    children: Vec<TreeNode>,
+    range: Option<(Option<usize>, Option<usize>)>,
+}
+
+/// Parses `a,b[c,d[e]]{0,10}`.
+fn parse_tree(s: &str) -> Vec<TreeNode> {
+    fn list(chars: &mut std::iter::Peekable<std::str::Chars<'_>>) -> Vec<TreeNode> {
+        let mut nodes = Vec::new();
+        loop {
+            let mut name = String::new();
+            while let Some(&c) = chars.peek() {
+                if matches!(c, ',' | '[' | ']' | '{') {
+                    break;
+                }
+                name.push(c);
+                chars.next();
+            }
+            let mut node = TreeNode {
+                name: name.trim().to_owned(),
+                children: Vec::new(),
+                range: None,
+            };
+            if chars.peek() == Some(&'[') {
+                chars.next();
+                node.children = list(chars);
+                if chars.peek() == Some(&']') {
+                    chars.next();
+                }
+            }
+            if chars.peek() == Some(&'{') {
+                chars.next();
+                let mut spec = String::new();
+                for c in chars.by_ref() {
+                    if c == '}' {
+                        break;
+                    }
+                    spec.push(c);
+                }
+                node.range = Some(match spec.split_once(',') {
+                    Some((a, b)) => (a.trim().parse().ok(), b.trim().parse().ok()),
+                    None => {
+                        let n: Option<usize> = spec.trim().parse().ok();
+                        (n, n.map(|n| n + 1))
+                    }
+                });
+            }
+            if !node.name.is_empty() {
+                nodes.push(node);
+            }
+            match chars.peek() {
+                Some(',') => {
+                    chars.next();
+                }
+                _ => return nodes,
+            }
+        }
+    }
+    list(&mut s.chars().peekable())
 }
 
 /// A port of stapler's `export/JSONDataWriter.java` state machine.
@@ -2220,6 +3702,8 @@ struct JsonWriter {
     need_comma: bool,
     /// `None` when not pretty-printing.
     indent: Option<usize>,
+    /// Stapler's `PythonDataWriter`.
+    python: bool,
 }
 
 impl JsonWriter {
@@ -2228,13 +3712,19 @@ impl JsonWriter {
             out: String::new(),
             need_comma: false,
             indent: pretty.then_some(0),
+            python: false,
         }
     }
 
     fn write(&mut self, v: &Json) {
         match v {
-            Json::Null => self.data("null"),
-            Json::Bool(b) => self.data(if *b { "true" } else { "false" }),
+            Json::Null => self.data(if self.python { "None" } else { "null" }),
+            Json::Bool(b) => self.data(match (*b, self.python) {
+                (true, false) => "true",
+                (false, false) => "false",
+                (true, true) => "True",
+                (false, true) => "False",
+            }),
             Json::Num(n) => self.data(&n.to_string()),
             Json::Str(s) => {
                 let mut buf = String::from('"');
