@@ -8,6 +8,7 @@ mod support;
 
 mod binary;
 mod browser;
+mod clients;
 mod configs;
 mod crumbs;
 mod deploy;
