@@ -6,7 +6,8 @@
 #     target/clients-venv, with the machine's python3;
 #   - the npm `jenkins` client (node/package.json, node/package-lock.json)
 #     into tests/clients/node/node_modules with `npm ci`;
-#   - curl and wget from Debian's packages when they are missing.
+#   - curl, wget, python3 (with venv), node and npm from Debian's packages
+#     when they are missing.
 # A second run with nothing changed installs nothing (a stamp holds the hash
 # of what was installed). Any failure exits non-zero: the client tests then
 # fail, they never skip. Concurrent runs wait for each other (flock).
@@ -24,6 +25,13 @@ flock 9
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v wget >/dev/null 2>&1 || missing+=(wget)
+command -v python3 >/dev/null 2>&1 || missing+=(python3)
+# Debian's python3 builds a virtualenv only with python3-venv (ensurepip).
+if command -v python3 >/dev/null 2>&1 && ! python3 -c 'import ensurepip' 2>/dev/null; then
+  missing+=(python3-venv)
+fi
+command -v node >/dev/null 2>&1 || missing+=(nodejs)
+command -v npm >/dev/null 2>&1 || missing+=(npm)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "clients: installing ${missing[*]} from Debian"
   sudo=""
@@ -47,7 +55,10 @@ PY
 stamp() { sha256sum "$@" | sha256sum | cut -d' ' -f1; }
 
 want=$(stamp "$requirements")
-if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ]; then
+# Rebuilt when the pins changed, or when the venv no longer works (its base
+# interpreter moved or went away).
+if [ "$(cat "$venv/.installed" 2>/dev/null)" != "$want" ] ||
+  ! "$venv/bin/python" -c 'import jenkins, jenkinsapi, api4jenkins, jenkins_jobs' 2>/dev/null; then
   echo "clients: creating $venv from $requirements"
   rm -rf "$venv"
   python3 -m venv "$venv"
