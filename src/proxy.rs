@@ -59,6 +59,9 @@ pub(crate) struct Shared {
     /// Jenkins' configured root URL: `upstream.public_url`, or what the
     /// root object's `url` says (asked once, when first needed).
     public_url: tokio::sync::OnceCell<Option<String>>,
+    /// The roots for the proxy address clients use (nearly always one),
+    /// built once rather than per response.
+    roots: std::sync::RwLock<Option<(String, Arc<Roots>)>>,
     /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
     /// the kind of secret once).
     crumbs_enabled: bool,
@@ -85,6 +88,7 @@ impl Shared {
                 Some(url) => tokio::sync::OnceCell::new_with(Some(Some(url.clone()))),
                 None => tokio::sync::OnceCell::new(),
             },
+            roots: std::sync::RwLock::new(None),
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
         })
@@ -118,7 +122,19 @@ impl Shared {
     /// proxy's own root for this client: the upstream URL, the proxy's
     /// address with Jenkins' context path (what Jenkins builds from our
     /// `X-Forwarded-*`), and Jenkins' configured root URL.
-    async fn roots(&self, proxy_authority: &str) -> Roots {
+    async fn roots(&self, proxy_authority: &str) -> Arc<Roots> {
+        let learned = !self.rewrite_api_urls || self.public_url.initialized();
+        if learned {
+            let cached = self
+                .roots
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((authority, roots)) = &*cached {
+                if authority == proxy_authority {
+                    return roots.clone();
+                }
+            }
+        }
         let base = self.upstream.base();
         let mut roots = vec![base.to_string()];
         if !base.prefix().is_empty() {
@@ -129,7 +145,16 @@ impl Shared {
                 roots.push(public.clone());
             }
         }
-        Roots::new(roots, &format!("http://{proxy_authority}/"))
+        let roots = Arc::new(Roots::new(roots, &format!("http://{proxy_authority}/")));
+        // Cache only once the configured root URL is known for good.
+        if !self.rewrite_api_urls || self.public_url.initialized() {
+            *self
+                .roots
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) =
+                Some((proxy_authority.to_owned(), roots.clone()));
+        }
+        roots
     }
 
     /// Jenkins' configured root URL, asked once (`/api/json?tree=url`, the

@@ -12,16 +12,20 @@
 //! (API content only, never artifacts or logs) is `proxy`'s decision.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use memchr::memmem::Finder;
 
-/// Root URLs to replace, each with what replaces it.
+/// Root URLs to replace, each with what replaces it; the searchers are
+/// built once and shared by every body wrapped.
 #[derive(Debug, Clone)]
 pub(crate) struct Roots {
     pairs: Vec<(String, String)>,
+    patterns: Arc<[Pattern]>,
+    longest: usize,
 }
 
 impl Roots {
@@ -34,7 +38,20 @@ impl Roots {
                 pairs.push((root, replacement.to_owned()));
             }
         }
-        Self { pairs }
+        let patterns: Arc<[Pattern]> = pairs
+            .iter()
+            .map(|(from, to)| Pattern {
+                finder: Finder::new(from.as_bytes()).into_owned(),
+                len: from.len(),
+                to: Bytes::copy_from_slice(to.as_bytes()),
+            })
+            .collect();
+        let longest = patterns.iter().map(|p| p.len).max().unwrap_or(1);
+        Self {
+            pairs,
+            patterns,
+            longest,
+        }
     }
 
     /// Rewrites a single value (a `Location` header): the longest matching
@@ -49,20 +66,10 @@ impl Roots {
 
     /// Wraps `body` so that every root in it is replaced as it streams.
     pub(crate) fn wrap<B>(&self, body: B) -> Rewrite<B> {
-        let patterns: Vec<Pattern> = self
-            .pairs
-            .iter()
-            .map(|(from, to)| Pattern {
-                finder: Finder::new(from.as_bytes()).into_owned(),
-                len: from.len(),
-                to: Bytes::copy_from_slice(to.as_bytes()),
-            })
-            .collect();
-        let longest = patterns.iter().map(|p| p.len).max().unwrap_or(1);
         Rewrite {
             inner: body,
-            patterns,
-            longest,
+            patterns: self.patterns.clone(),
+            longest: self.longest,
             carry: BytesMut::new(),
             trailers: None,
             done: false,
@@ -84,7 +91,7 @@ pin_project_lite::pin_project! {
     pub(crate) struct Rewrite<B> {
         #[pin]
         inner: B,
-        patterns: Vec<Pattern>,
+        patterns: Arc<[Pattern]>,
         longest: usize,
         carry: BytesMut,
         // Trailers wait until the held-back bytes have gone out.
