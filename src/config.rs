@@ -1105,7 +1105,7 @@ fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
         return Err(ConfigError::Invalid {
             key: "limits.max_header_bytes",
             value: max_header_bytes.to_string(),
-            problem: format!("must be at least 8192 (the HTTP/1 parser's minimum buffer); the default is {DEFAULT_MAX_HEADER_BYTES}"),
+            problem: format!("must be at least 8192 (ordinary clients' request heads must fit); the default is {DEFAULT_MAX_HEADER_BYTES}"),
         });
     }
     let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);

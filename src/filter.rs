@@ -255,11 +255,23 @@ impl fmt::Debug for Policy {
 impl Policy {
     /// Checks a request before anything is forwarded. `Ok(())` lets it
     /// through.
+    #[cfg(test)]
     pub(crate) fn check(
         &self,
         method: &Method,
         uri: &Uri,
         headers: &HeaderMap,
+    ) -> Result<(), Rejection> {
+        self.check_path(method, uri, headers, &CanonicalPath::new(uri.path()))
+    }
+
+    /// As `check`, with the request's canonical path already computed.
+    pub(crate) fn check_path(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        headers: &HeaderMap,
+        path: &CanonicalPath,
     ) -> Result<(), Rejection> {
         self.check_client_token(headers)?;
         self.check_host(uri, headers)?;
@@ -275,7 +287,7 @@ impl Policy {
                 "the request has both Content-Length and Transfer-Encoding",
             ));
         }
-        self.check_rules(method, &CanonicalPath::new(uri.path()))
+        self.check_rules(method, path)
     }
 
     fn check_client_token(&self, headers: &HeaderMap) -> Result<(), Rejection> {

@@ -380,9 +380,10 @@ async fn forward(
     if req.method() == Method::CONNECT {
         return Err(ProxyError::Connect);
     }
+    let canonical = CanonicalPath::new(req.uri().path());
     shared
         .policy
-        .check(req.method(), req.uri(), req.headers())
+        .check_path(req.method(), req.uri(), req.headers(), &canonical)
         .map_err(ProxyError::Rejected)?;
 
     // 1. Only origin-form targets ("/job/x/build?delay=0sec"). An
@@ -414,9 +415,8 @@ async fn forward(
     headers::set_forwarded(&mut headers, &proxy_authority);
     // API answers get their root URLs rewritten, which needs them
     // uncompressed (Stapler gzips API output when asked to).
-    let rewrite_body = shared.rewrite_api_urls
-        && parts.method != Method::HEAD
-        && is_api_path(&CanonicalPath::new(parts.uri.path()));
+    let rewrite_body =
+        shared.rewrite_api_urls && parts.method != Method::HEAD && is_api_path(&canonical);
     if rewrite_body {
         headers.remove(header::ACCEPT_ENCODING);
     }

@@ -223,8 +223,10 @@ fn serve_connection<I>(
         // Counted from when the proxy starts waiting for a request head, so
         // it also bounds a keep-alive connection's wait for the next one.
         .header_read_timeout(limits.header_read_timeout)
-        // A head larger than this is answered 431 (RFC 6585 §5).
-        .max_buf_size(limits.max_header_bytes)
+        // A head larger than this is answered 431 (RFC 6585 §5). Not
+        // `max_buf_size`: that also caps the read buffer for bodies, and
+        // uploads would crawl in 64 KiB reads.
+        .max_header_size(limits.max_header_bytes)
         .keep_alive(true)
         .serve_connection(
             TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),
