@@ -885,25 +885,23 @@ impl SecretSource {
                 }
             },
         };
-        // `echo secret > file` and Docker/Kubernetes secrets often end with a
-        // newline that is not part of the secret.
-        let value = raw.trim_end_matches(['\n', '\r']);
-        if value.is_empty() {
-            return Err(ConfigError::EmptySecret { section, key, what });
-        }
-        Ok(Secret::new(value.to_owned()))
+        secret_from_text(&raw).ok_or(ConfigError::EmptySecret { section, key, what })
     }
+}
+
+/// The secret in a file's or variable's text: `echo secret > file` and
+/// Docker/Kubernetes secrets often end with a newline that is not part of
+/// the secret. `None` when nothing is left.
+fn secret_from_text(text: &str) -> Option<Secret> {
+    let value = text.trim_end_matches(['\n', '\r']);
+    (!value.is_empty()).then(|| Secret::new(value.to_owned()))
 }
 
 /// Reads and trims a secret file; the problem in words when it cannot be
 /// used. For re-reading a rotated secret.
 pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
     let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
-    let value = text.trim_end_matches(['\n', '\r']);
-    if value.is_empty() {
-        return Err("the file is empty".into());
-    }
-    Ok(Secret::new(value.to_owned()))
+    secret_from_text(&text).ok_or_else(|| "the file is empty".to_owned())
 }
 
 /// A warning if a secret file can be read by its group or by others.
