@@ -8,8 +8,9 @@
 //! request gets a crumb is `proxy`'s.
 
 use std::fmt;
-use std::path::PathBuf;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use base64::Engine as _;
@@ -140,6 +141,113 @@ fn fingerprint(path: &std::path::Path) -> Option<Fingerprint> {
     })
 }
 
+/// The directory holding `path` ("." for a bare file name).
+fn parent(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Whether the watched directories saw anything since the last look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Changed {
+    No,
+    Maybe,
+}
+
+/// An inotify watch on the directory of the secret file, and on the
+/// directory of the file it finally resolves to when it is a symlink (a
+/// Kubernetes Secret volume swaps a `..data` symlink; systemd and Docker
+/// secrets are plain files). It reports only completed writes, renames,
+/// creations and deletions, so a file being written is read once it is
+/// closed.
+///
+/// The inotify descriptor is registered with tokio's reactor, so asking
+/// "anything new?" looks at readiness the reactor already recorded: no
+/// system call while nothing happens. The kernel queues the event while the
+/// file is written, so it is in the reactor's ready list before the bytes of
+/// any request sent afterwards: the next request sees the new secret.
+struct Watch {
+    events: Mutex<inotify::EventStream<[u8; 1024]>>,
+    /// The watch on the directory named in the configuration. A watch on a
+    /// symlink's target directory may go away (Kubernetes deletes the old
+    /// one); this one must not.
+    primary: inotify::WatchDescriptor,
+    /// The directory named in the configuration went away (deleted, unmounted): from now on the
+    /// store falls back to a `stat` per request.
+    lost: AtomicBool,
+    /// The first look after set-up reports `Maybe`: the file may have
+    /// changed between start-up and the watch.
+    fresh: AtomicBool,
+}
+
+impl Watch {
+    const MASK: inotify::WatchMask = inotify::WatchMask::CLOSE_WRITE
+        .union(inotify::WatchMask::MOVED_TO)
+        .union(inotify::WatchMask::MOVED_FROM)
+        .union(inotify::WatchMask::CREATE)
+        .union(inotify::WatchMask::DELETE)
+        .union(inotify::WatchMask::DELETE_SELF)
+        .union(inotify::WatchMask::MOVE_SELF)
+        .union(inotify::WatchMask::ONLYDIR);
+
+    fn new(path: &Path) -> std::io::Result<Self> {
+        let events = inotify::Inotify::init()?.into_event_stream([0; 1024])?;
+        let primary = events.watches().add(parent(path), Self::MASK)?;
+        let watch = Self {
+            events: Mutex::new(events),
+            primary,
+            lost: AtomicBool::new(false),
+            fresh: AtomicBool::new(true),
+        };
+        watch.follow_symlink(path);
+        Ok(watch)
+    }
+
+    /// Also watches the directory holding the file `path` resolves to, when
+    /// that is another one (adding an existing watch again is a no-op).
+    fn follow_symlink(&self, path: &Path) {
+        if let Ok(target) = std::fs::canonicalize(path) {
+            let events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Err(e) = events.watches().add(parent(&target), Self::MASK) {
+                tracing::debug!(error = %e, "cannot watch the secret file's target directory");
+            }
+        }
+    }
+
+    /// Drains what the reactor has seen, without waiting.
+    fn changed(&self) -> Changed {
+        use futures_core::Stream as _;
+        let mut changed = if self.fresh.swap(false, Ordering::Relaxed) {
+            Changed::Maybe
+        } else {
+            Changed::No
+        };
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        loop {
+            match std::pin::Pin::new(&mut *events).poll_next(&mut cx) {
+                std::task::Poll::Pending => break,
+                std::task::Poll::Ready(Some(Ok(event))) => {
+                    if event.mask.contains(inotify::EventMask::IGNORED) && event.wd == self.primary
+                    {
+                        self.lost.store(true, Ordering::Relaxed);
+                    }
+                    changed = Changed::Maybe;
+                }
+                // The reactor is gone or the descriptor failed: stat from
+                // now on.
+                std::task::Poll::Ready(_) => {
+                    self.lost.store(true, Ordering::Relaxed);
+                    return Changed::Maybe;
+                }
+            }
+        }
+        changed
+    }
+}
+
 /// The current credentials, re-read when their secret file changes, so a
 /// rotated password or token is used from the next request on without a
 /// restart (the lesson of proxies that copied a token once at start-up,
@@ -149,6 +257,12 @@ pub(crate) struct CredentialStore {
     /// variable cannot change under a running process).
     file: Option<PathBuf>,
     state: RwLock<(Option<Fingerprint>, Arc<Credentials>)>,
+    /// The inotify watch on the file's directories, set up by the first
+    /// call made inside a tokio runtime; `None` inside means "not
+    /// available here", and every call then `stat`s the file instead.
+    watch: OnceLock<Option<Watch>>,
+    /// How often the file was looked at (`stat` or read), for tests.
+    looks: AtomicU64,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -167,29 +281,75 @@ impl CredentialStore {
         Self {
             file,
             state: RwLock::new((print, Arc::new(credentials))),
+            watch: OnceLock::new(),
+            looks: AtomicU64::new(0),
         }
     }
 
-    /// The credentials to use now, and whether they just changed. One
-    /// `stat` per call; the file is read only when it changed. A file that
-    /// cannot be read or is empty (half-way through a rotation) keeps the
-    /// previous secret in use, with a warning.
+    /// The credentials to use now, and whether they just changed.
+    ///
+    /// Inside a tokio runtime on Linux the file's directory is watched with
+    /// inotify and the file is read again only after something happened
+    /// there, so a request costs no system call; elsewhere (or when the
+    /// watch is lost) every call `stat`s the file and reads it when its
+    /// size, mtime or inode changed. A file that cannot be read or is empty
+    /// (half-way through a rotation) keeps the previous secret in use, with
+    /// a warning.
     pub(crate) fn current(&self) -> (Arc<Credentials>, bool) {
         let Some(path) = &self.file else {
             return (self.snapshot(), false);
         };
-        let now = fingerprint(path);
-        {
-            let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-            if state.0 == now {
-                return (state.1.clone(), false);
+        match self.watch(path).map(Watch::changed) {
+            Some(Changed::No) => (self.snapshot(), false),
+            Some(Changed::Maybe) => {
+                if let Some(watch) = self.watch.get().and_then(Option::as_ref) {
+                    watch.follow_symlink(path);
+                }
+                self.reload(path, None)
+            }
+            None => {
+                self.looks.fetch_add(1, Ordering::Relaxed);
+                let now = fingerprint(path);
+                let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
+                if state.0 == now {
+                    return (state.1.clone(), false);
+                }
+                drop(state);
+                self.reload(path, Some(now))
             }
         }
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        if state.0 == now {
-            return (state.1.clone(), false);
+    }
+
+    /// The live watch, set up on the first call inside a runtime.
+    fn watch(&self, path: &Path) -> Option<&Watch> {
+        if let Some(watch) = self.watch.get() {
+            return watch.as_ref().filter(|w| !w.lost.load(Ordering::Relaxed));
         }
-        state.0 = now;
+        // Registering with the reactor needs a runtime; outside one (the
+        // sync unit tests) the stat fallback is used and set-up is tried
+        // again next time.
+        tokio::runtime::Handle::try_current().ok()?;
+        let watch = self.watch.get_or_init(|| match Watch::new(path) {
+            Ok(watch) => Some(watch),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "cannot watch the secret file for changes; checking it on every request instead");
+                None
+            }
+        });
+        watch.as_ref().filter(|w| !w.lost.load(Ordering::Relaxed))
+    }
+
+    /// Reads the file again and switches to its secret if it differs.
+    /// `seen` is the fingerprint that prompted this, if any.
+    fn reload(&self, path: &Path, seen: Option<Option<Fingerprint>>) -> (Arc<Credentials>, bool) {
+        self.looks.fetch_add(1, Ordering::Relaxed);
+        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+        match seen {
+            // Another caller reloaded this version meanwhile.
+            Some(now) if state.0 == now => return (state.1.clone(), false),
+            Some(now) => state.0 = now,
+            None => state.0 = fingerprint(path),
+        }
         let old = state.1.clone();
         match crate::config::read_secret_file(path) {
             Ok(secret) => match Credentials::new(old.username.clone(), old.kind, &secret) {
@@ -266,6 +426,94 @@ mod tests {
         assert_eq!(kept.authorization(), second.authorization());
         assert!(!format!("{store:?}").contains("second-secret"));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    fn token(secret: &str) -> Credentials {
+        Credentials::new(
+            "alice".into(),
+            SecretKind::ApiToken,
+            &Secret::new(secret.into()),
+        )
+        .unwrap()
+    }
+
+    fn looks(store: &CredentialStore) -> u64 {
+        store.looks.load(Ordering::Relaxed)
+    }
+
+    /// Inside a runtime the file is not looked at while nothing changes,
+    /// and every kind of rotation is seen by the next call. (In the server
+    /// a request's own bytes come through the reactor, after the inotify
+    /// event; here `yield_now` lets the reactor run.)
+    #[tokio::test]
+    async fn watched_secret_file_costs_nothing_until_it_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first-secret\n").unwrap();
+        let store = CredentialStore::new(token("first-secret"), Some(file.clone()));
+        let (first, changed) = store.current();
+        assert!(!changed);
+        let idle = looks(&store);
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+            assert!(!store.current().1);
+        }
+        assert_eq!(looks(&store), idle, "no stat or read while nothing changes");
+
+        // In place, same length: a size-and-mtime check can miss this.
+        std::fs::write(&file, "other-secret\n").unwrap();
+        tokio::task::yield_now().await;
+        let (second, changed) = store.current();
+        assert!(changed, "in-place write");
+        assert_ne!(first.authorization(), second.authorization());
+        assert!(!store.current().1, "reported once");
+
+        // Written aside and renamed over, as most secret tools do.
+        std::fs::write(dir.path().join(".token.tmp"), "third-secret\n").unwrap();
+        std::fs::rename(dir.path().join(".token.tmp"), &file).unwrap();
+        tokio::task::yield_now().await;
+        let (third, changed) = store.current();
+        assert!(changed, "rename over");
+        assert_eq!(third.authorization(), token("third-secret").authorization());
+        let idle = looks(&store);
+        tokio::task::yield_now().await;
+        store.current();
+        assert_eq!(looks(&store), idle);
+    }
+
+    /// A Kubernetes Secret volume: `token` -> `..data/token`, `..data` ->
+    /// `..v1`; an update makes `..v2`, swaps `..data` by rename and deletes
+    /// `..v1`. Losing the watch on `..v1` must not matter.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn kubernetes_style_symlink_swap_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir(root.join("..v1")).unwrap();
+        std::fs::write(root.join("..v1/token"), "first-secret").unwrap();
+        std::os::unix::fs::symlink("..v1", root.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/token", root.join("token")).unwrap();
+        let store = CredentialStore::new(token("first-secret"), Some(root.join("token")));
+        assert!(!store.current().1);
+
+        std::fs::create_dir(root.join("..v2")).unwrap();
+        std::fs::write(root.join("..v2/token"), "second-secret").unwrap();
+        std::os::unix::fs::symlink("..v2", root.join("..data_tmp")).unwrap();
+        std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
+        std::fs::remove_dir_all(root.join("..v1")).unwrap();
+        tokio::task::yield_now().await;
+        let (now, changed) = store.current();
+        assert!(changed);
+        assert_eq!(now.authorization(), token("second-secret").authorization());
+        // Still watched: no look while nothing changes.
+        tokio::task::yield_now().await;
+        store.current();
+        let idle = looks(&store);
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+            assert!(!store.current().1);
+        }
+        assert_eq!(looks(&store), idle, "the watch survived the swap");
     }
 
     #[test]
