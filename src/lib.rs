@@ -21,17 +21,22 @@
 //! - `headers`: hop-by-hop removal, client credential removal, `Location`.
 //! - `health`: readiness, Prometheus metrics, the health listener.
 //! - `tls`: the rustls client configuration for an `https` upstream.
-//! - `upstream`: the pooled client to Jenkins and its timeouts.
+//! - `upstream`: opening connections to Jenkins, the pooled client (crumb
+//!   fetches, checks, upgrades) and the timeouts.
+//! - `lane`: each client connection's own Jenkins connection, driven in
+//!   the client's task, and the idle connections left between clients.
 //! - `proxy`: the request pipeline below.
 //! - `rewrite`: replacing Jenkins' root URLs in API bodies while streaming.
 //! - `error`: the one error type and its responses.
-//! - `server`: sockets, connections, graceful shutdown ([`App`], [`serve`]).
+//! - `server`: the accept loop, one single-threaded worker runtime per
+//!   core, connections, graceful shutdown ([`App`], [`serve`]).
 //! - `telemetry`: the tracing subscriber.
 //!
 //! # Life of a request
 //!
 //! 1. `server` accepts a TCP or Unix socket connection (at most
-//!    `limits.max_connections` at once) and serves HTTP/1.1 on it with a
+//!    `limits.max_connections` at once), hands it to one of its workers
+//!    (round robin), and serves HTTP/1.1 on it there with a
 //!    header size cap, a header-read timeout and an idle timeout; each
 //!    request goes to `proxy::Proxy`.
 //! 2. `filter` refuses, before anything is forwarded: a missing or wrong
@@ -67,6 +72,7 @@ mod error;
 mod filter;
 mod headers;
 mod health;
+mod lane;
 mod listener;
 mod proxy;
 mod rewrite;

@@ -8,6 +8,12 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 use crumb_proxy::{App, Config, Listener, LogFormat, Overrides};
 
+/// jemalloc instead of glibc malloc: per request the proxy allocates and
+/// frees many small buffers across threads, where glibc spent 14% of the
+/// CPU (bench/README.md).
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Exit status for a configuration error (sysexits.h `EX_CONFIG`).
 const EX_CONFIG: u8 = 78;
 /// Exit status when a socket cannot be bound (`EX_UNAVAILABLE`).
@@ -175,7 +181,7 @@ fn report(err: &dyn std::error::Error) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| {

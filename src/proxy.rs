@@ -32,6 +32,7 @@ use crate::error::{ProxyError, ERROR_HEADER};
 use crate::filter::Policy;
 use crate::headers;
 use crate::health::{CredentialState, Health};
+use crate::lane::Lane;
 use crate::listener::Peer;
 use crate::rewrite::Roots;
 use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
@@ -176,11 +177,25 @@ impl Shared {
         crate::check::credential_state(&crate::check::who_am_i(&self.upstream, &credentials).await)
     }
 
-    /// Sends to Jenkins, timing it and counting Jenkins' 401s and 403s. A
-    /// 401 means Jenkins rejects the configured secret: not ready.
-    async fn send(&self, req: Request<ProxyBody>) -> Result<Response<Incoming>, UpstreamError> {
+    /// Sends to Jenkins on the client's lane (or, for an upgrade, on the
+    /// pooled client, whose connection task survives the client
+    /// connection), timing it and counting Jenkins' statuses. A 401 means
+    /// Jenkins rejects the configured secret: not ready.
+    async fn send(
+        &self,
+        lane: Option<&Lane>,
+        req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let started = Instant::now();
-        let resp = self.upstream.send(req).await?;
+        let resp = match lane {
+            Some(lane) => {
+                let sent = lane.send(&self.upstream, req);
+                tokio::time::timeout(self.upstream.response_timeout(), sent)
+                    .await
+                    .map_err(|_| UpstreamError::ResponseTimeout)??
+            }
+            None => self.upstream.send(req).await?,
+        };
         self.health.metrics.upstream_latency(started.elapsed());
         self.health.metrics.jenkins_status(resp.status());
         if resp.status() == StatusCode::UNAUTHORIZED {
@@ -194,6 +209,8 @@ impl Shared {
 #[derive(Debug, Clone)]
 pub(crate) struct Proxy {
     shared: Arc<Shared>,
+    /// This client connection's way to Jenkins.
+    lane: Arc<Lane>,
     peer: Peer,
     /// How clients reach the listener (the bound address, port 0 resolved),
     /// used for `Location` rewriting when a client sent no usable `Host`.
@@ -204,9 +221,19 @@ impl Proxy {
     pub(crate) fn new(shared: Arc<Shared>, peer: Peer, authority: Arc<str>) -> Self {
         Self {
             shared,
+            lane: Arc::default(),
             peer,
             authority,
         }
+    }
+
+    /// The connection's lane, to be driven beside it and parked after.
+    pub(crate) fn lane(&self) -> &Arc<Lane> {
+        &self.lane
+    }
+
+    pub(crate) fn upstream(&self) -> &Upstream {
+        &self.shared.upstream
     }
 
     pub(crate) fn peer(&self) -> Peer {
@@ -299,7 +326,7 @@ async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let mut note = CrumbNote::None;
-    let result = forward(shared, &proxy.authority, req, &mut note).await;
+    let result = forward(shared, &proxy.lane, &proxy.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let id = request_id.to_str().unwrap_or_default();
     let mut resp = match result {
@@ -371,6 +398,7 @@ impl Outgoing {
 /// The pipeline. Every failure is a `ProxyError`; nothing here panics.
 async fn forward(
     shared: &Shared,
+    lane: &Lane,
     local_authority: &str,
     mut req: Request<Incoming>,
     note: &mut CrumbNote,
@@ -435,10 +463,11 @@ async fn forward(
     // 3. Send: POSTs through the crumb path (Jenkins' `CrumbFilter` checks
     //    only POST), everything else streamed straight through.
     let mut resp = if outgoing.method == Method::POST && shared.crumbs_enabled {
-        send_with_crumb(shared, &outgoing, incoming, note).await?
+        send_with_crumb(shared, lane, &outgoing, incoming, note).await?
     } else {
+        let lane = client_upgrade.is_none().then_some(lane);
         let mut resp = shared
-            .send(outgoing.request(body::stream(incoming), None))
+            .send(lane, outgoing.request(body::stream(incoming), None))
             .await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client) = client_upgrade {
@@ -498,6 +527,7 @@ fn is_api_path(path: &CanonicalPath) -> bool {
 /// status is ever retried.
 async fn send_with_crumb(
     shared: &Shared,
+    lane: &Lane,
     outgoing: &Outgoing,
     incoming: Incoming,
     note: &mut CrumbNote,
@@ -523,7 +553,7 @@ async fn send_with_crumb(
         (Some(_), Lookup::Fetched) => CrumbNote::Fetched,
     };
     let resp = shared
-        .send(outgoing.request(first_body, crumb.as_deref()))
+        .send(Some(lane), outgoing.request(first_body, crumb.as_deref()))
         .await?;
     if resp.status() != StatusCode::FORBIDDEN {
         return Ok(resp.map(body::stream));
@@ -557,7 +587,10 @@ async fn send_with_crumb(
     let (crumb, _) = get_crumb(shared).await?;
     *note = CrumbNote::Retried;
     let resp = shared
-        .send(outgoing.request(body::full(bytes), crumb.as_deref()))
+        .send(
+            Some(lane),
+            outgoing.request(body::full(bytes), crumb.as_deref()),
+        )
         .await?;
     Ok(resp.map(body::stream))
 }

@@ -110,8 +110,10 @@ impl App {
         // permit before accepting, so further clients wait in the kernel's
         // backlog instead of costing memory here (mini-redis).
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
+        let workers = Workers::start(worker_count())?;
         let acceptor = Acceptor {
             app: &self,
+            workers: &workers,
             listener: &listener,
             authority,
             drain: &drain,
@@ -139,6 +141,7 @@ impl App {
                 "drain deadline passed; closing the remaining connections"
             ),
         }
+        workers.stop().await;
         Ok(())
     }
 }
@@ -147,6 +150,7 @@ impl App {
 /// period.
 struct Acceptor<'a> {
     app: &'a App,
+    workers: &'a Workers,
     listener: &'a Listener,
     authority: Arc<str>,
     drain: &'a watch::Sender<bool>,
@@ -171,11 +175,31 @@ impl Acceptor<'_> {
                     Ok(Accepted::Tcp(stream, addr)) => {
                         let _ = stream.set_nodelay(true);
                         let service = Proxy::new(shared.clone(), Peer::Tcp(addr), self.authority.clone());
-                        serve_connection(self.drain, &self.app.limits, stream, service, permit);
+                        // Handed over as a plain socket: it is registered
+                        // again with the worker's own reactor.
+                        match stream.into_std() {
+                            Ok(stream) => self.workers.spawn(serve_connection(
+                                self.drain.subscribe(),
+                                self.app.limits.clone(),
+                                move || tokio::net::TcpStream::from_std(stream),
+                                service,
+                                permit,
+                            )),
+                            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
+                        }
                     }
                     Ok(Accepted::Unix(stream, peer)) => {
                         let service = Proxy::new(shared.clone(), peer, self.authority.clone());
-                        serve_connection(self.drain, &self.app.limits, stream, service, permit);
+                        match stream.into_std() {
+                            Ok(stream) => self.workers.spawn(serve_connection(
+                                self.drain.subscribe(),
+                                self.app.limits.clone(),
+                                move || tokio::net::UnixStream::from_std(stream),
+                                service,
+                                permit,
+                            )),
+                            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
+                        }
                     }
                     Err(e) => handle_accept_error(e).await,
                 },
@@ -207,17 +231,29 @@ pub enum ServeError {
     Io(#[from] io::Error),
 }
 
-fn serve_connection<I>(
-    drain: &watch::Sender<bool>,
-    limits: &LimitsConfig,
-    io: I,
+/// Serves one client connection on the current (worker) runtime: the
+/// socket is registered with it by `open`, and the connection's Jenkins
+/// lane is polled in the same task.
+async fn serve_connection<I>(
+    mut stop: watch::Receiver<bool>,
+    limits: LimitsConfig,
+    open: impl FnOnce() -> io::Result<I>,
     service: Proxy,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let peer = service.peer();
-    let open = service.metrics().connection();
+    let io = match open() {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "cannot register the connection");
+            return;
+        }
+    };
+    let counted = service.metrics().connection();
+    let lane = service.lane().clone();
+    let proxy = service.clone();
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         // Counted from when the proxy starts waiting for a request head, so
@@ -233,24 +269,107 @@ fn serve_connection<I>(
             service,
         )
         .with_upgrades();
-    let mut stop = drain.subscribe();
-    tokio::spawn(async move {
-        let mut conn = std::pin::pin!(conn);
-        let result = tokio::select! {
+    let mut conn = std::pin::pin!(conn);
+    let served = async {
+        tokio::select! {
             result = conn.as_mut() => result,
             () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
                 // Finish the request in flight, then close (no keep-alive).
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
-        };
-        if let Err(e) = result {
-            tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
-        drop(stop);
-        drop(permit);
-        drop(open);
-    });
+    };
+    // The client's Jenkins connection is polled in this task, beside the
+    // client connection (see `lane`).
+    let result = tokio::select! {
+        result = served => result,
+        never = lane.drive() => match never {},
+    };
+    lane.park(proxy.upstream());
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "connection ended with an error");
+    }
+    drop(stop);
+    drop(permit);
+    drop(counted);
+}
+
+/// The threads that serve client connections: one single-threaded tokio
+/// runtime per core, each with its own reactor and timers, the way nginx
+/// runs one worker process per core. A connection stays on the worker it
+/// was handed to, together with its Jenkins connection (`lane`), so a
+/// request never wakes another thread. The accept loop, signals and the
+/// health listener stay on the caller's runtime. (One multi-threaded
+/// runtime cost 30% more CPU per request: its work stealing and
+/// cross-thread wake-ups; see bench/README.md.)
+struct Workers {
+    handles: Vec<tokio::runtime::Handle>,
+    /// Dropping a sender lets its worker return; its runtime then cancels
+    /// what is left on it.
+    stops: Vec<tokio::sync::oneshot::Sender<()>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Workers {
+    fn start(count: usize) -> io::Result<Self> {
+        let mut workers = Self {
+            handles: Vec::with_capacity(count),
+            stops: Vec::with_capacity(count),
+            threads: Vec::with_capacity(count),
+            next: std::sync::atomic::AtomicUsize::new(0),
+        };
+        // Workers log where their creator logs, even to a scoped
+        // (thread-local) subscriber.
+        let dispatch = tracing::dispatcher::get_default(Clone::clone);
+        for index in 0..count {
+            let dispatch = dispatch.clone();
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            workers.handles.push(runtime.handle().clone());
+            workers.stops.push(stop);
+            workers.threads.push(
+                std::thread::Builder::new()
+                    .name(format!("crumb-proxy-worker-{index}"))
+                    .spawn(move || {
+                        let _logging = tracing::dispatcher::set_default(&dispatch);
+                        crate::lane::set_worker(index);
+                        runtime.block_on(async {
+                            let _ = stopped.await;
+                        });
+                    })?,
+            );
+        }
+        Ok(workers)
+    }
+
+    /// Runs `task` on the next worker, round robin.
+    fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        let next = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.handles[next % self.handles.len()].spawn(task);
+    }
+
+    /// Ends the workers (cancelling any connection still open) and waits
+    /// for their threads.
+    async fn stop(mut self) {
+        self.stops.clear();
+        let threads = std::mem::take(&mut self.threads);
+        let _ = tokio::task::spawn_blocking(move || {
+            for thread in threads {
+                let _ = thread.join();
+            }
+        })
+        .await;
+    }
+}
+
+/// How many workers: one per core this process may use (cgroup limits
+/// included), at least one.
+pub(crate) fn worker_count() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Accept errors never end the loop (axum `serve/listener.rs`): errors of

@@ -20,6 +20,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
+use crate::lane::{Conn, IdlePool};
 use crate::tls;
 
 /// Jenkins' root URL, split once at start-up so the request path never
@@ -161,6 +162,26 @@ pub(crate) enum UpstreamError {
 }
 
 impl UpstreamError {
+    /// A connection to Jenkins could not be opened (TCP or TLS).
+    pub(crate) fn from_connect(err: &(dyn std::error::Error + 'static)) -> Self {
+        if let Some(reason) = tls::describe_failure(err) {
+            return UpstreamError::Tls { reason };
+        }
+        let reason = root_cause(err);
+        if reason.contains("timed out") || reason.contains("timeout") {
+            UpstreamError::ConnectTimeout
+        } else {
+            UpstreamError::Unreachable { reason }
+        }
+    }
+
+    /// An open connection failed while sending or receiving.
+    pub(crate) fn from_send(err: &hyper::Error) -> Self {
+        UpstreamError::Failed {
+            reason: root_cause(err),
+        }
+    }
+
     fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
         if let Some(reason) = tls::describe_failure(err) {
             return UpstreamError::Tls { reason };
@@ -194,6 +215,12 @@ type Connector = HttpsConnector<HttpConnector>;
 #[derive(Debug)]
 pub(crate) struct Upstream {
     client: Client<Connector, ProxyBody>,
+    /// For the connections of client lanes (`lane`), which are not in
+    /// `client`'s pool.
+    connector: Connector,
+    /// Where those connect to: the scheme and authority of the base URL.
+    connect_uri: Uri,
+    idle: IdlePool,
     base: BaseUrl,
     host: HeaderValue,
     response_timeout: Duration,
@@ -247,11 +274,20 @@ impl Upstream {
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .pool_idle_timeout(config.pool_idle_timeout)
-            .build(connector);
+            .build(connector.clone());
         let host = HeaderValue::from_str(config.base.authority().as_str())
+            .map_err(|_| UpstreamInitError::Host(config.base.authority().to_string()))?;
+        let connect_uri = Uri::builder()
+            .scheme(config.base.scheme.clone())
+            .authority(config.base.authority().clone())
+            .path_and_query("/")
+            .build()
             .map_err(|_| UpstreamInitError::Host(config.base.authority().to_string()))?;
         Ok(Self {
             client,
+            connector,
+            connect_uri,
+            idle: IdlePool::new(config.pool_idle_timeout, crate::server::worker_count()),
             base: config.base.clone(),
             host,
             response_timeout: config.response_timeout,
@@ -271,6 +307,34 @@ impl Upstream {
     /// the one the local client used.
     pub(crate) fn host(&self) -> &HeaderValue {
         &self.host
+    }
+
+    /// Parked idle connections of client lanes.
+    pub(crate) fn idle(&self) -> &IdlePool {
+        &self.idle
+    }
+
+    /// Opens a new HTTP/1.1 connection (TCP, and TLS for https) for a
+    /// client lane. The connect timeout applies to the TCP part.
+    pub(crate) async fn connect(&self) -> Result<Conn, UpstreamError> {
+        use tower::ServiceExt as _;
+        let io = self
+            .connector
+            .clone()
+            .oneshot(self.connect_uri.clone())
+            .await
+            .map_err(|e| UpstreamError::from_connect(&*e))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+            .await
+            .map_err(|e| UpstreamError::from_send(&e))?;
+        Ok(Conn {
+            sender,
+            driver: Box::pin(async move {
+                if let Err(e) = conn.await {
+                    tracing::debug!(error = %e, "connection to jenkins ended with an error");
+                }
+            }),
+        })
     }
 
     /// Sends `req` and waits for the response headers, up to the response

@@ -232,6 +232,87 @@ async fn statuses_pass_and_connections_are_pooled() {
     jenkins.finish().await;
 }
 
+/// A Jenkins connection outlives the client that opened it: clients that
+/// connect once per request (a `curl` each) reuse it. The proxy keeps idle
+/// connections per worker thread, one worker per core, so at most that
+/// many are opened.
+#[tokio::test]
+async fn jenkins_connections_outlive_their_clients() {
+    let jenkins = jenkins_at("").await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let workers = std::thread::available_parallelism().map_or(1, usize::from);
+    let clients = 4 * workers + 4;
+    for _ in 0..clients {
+        // Not an API path: no crumb, no root URL to learn, so every
+        // Jenkins connection counted is a client's.
+        let reply = Http::new().get(&proxy.url("/job/sample-job/build")).await;
+        assert_eq!(reply.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+    assert!(
+        jenkins.connections() <= workers,
+        "{clients} clients one after another opened {} Jenkins connections ({workers} workers)",
+        jenkins.connections()
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// Jenkins (Jetty) closes idle kept-alive connections after a few seconds,
+/// without warning. Neither a client's own idle connection nor one left by
+/// an earlier client may turn that into an error, and no POST may arrive
+/// twice.
+#[tokio::test]
+async fn jenkins_closing_idle_connections_costs_no_request() {
+    let jenkins = jenkins_at("").await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let kept = Http::new();
+    assert_eq!(
+        kept.get(&proxy.url("/api/json")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        kept.post(&proxy.url("/job/sample-job/build")).await.status,
+        StatusCode::CREATED
+    );
+    let mut posts = 1;
+    for round in 0..3 {
+        // The same client connection, whose Jenkins connection just closed.
+        jenkins.close_idle_connections().await;
+        assert_eq!(
+            kept.get(&proxy.url("/api/json")).await.status,
+            StatusCode::OK,
+            "round {round}: GET after Jenkins closed the connection"
+        );
+        jenkins.close_idle_connections().await;
+        assert_eq!(
+            kept.post(&proxy.url("/job/sample-job/build")).await.status,
+            StatusCode::CREATED,
+            "round {round}: POST after Jenkins closed the connection"
+        );
+        posts += 1;
+        // New clients, each finding a parked connection that Jenkins closed.
+        for _ in 0..2 {
+            let fresh = Http::new();
+            assert_eq!(
+                fresh.post(&proxy.url("/job/sample-job/build")).await.status,
+                StatusCode::CREATED
+            );
+            posts += 1;
+            drop(fresh);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            jenkins.close_idle_connections().await;
+        }
+    }
+    assert_eq!(jenkins.accepted_triggers("sample-job"), posts);
+    let builds = client_requests(&jenkins)
+        .iter()
+        .filter(|r| r.method == Method::POST)
+        .count();
+    assert_eq!(builds, posts, "every POST reached Jenkins exactly once");
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
 fn mask_crumb(page: &str) -> String {
     let marker = "data-crumb-value=\"";
     match page.split_once(marker) {

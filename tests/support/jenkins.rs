@@ -403,6 +403,8 @@ impl Builder {
             addr,
             csrf: AtomicBool::new(self.csrf),
             connections: AtomicUsize::new(0),
+            open: AtomicUsize::new(0),
+            close_idle: watch::channel(0).0,
             received_bytes: watch::channel(0).0,
             state: Mutex::new(State {
                 next_queue_id: 1,
@@ -514,6 +516,22 @@ impl MockJenkins {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Closes every idle kept-alive connection the way Jetty's idle timeout does (a FIN, no
+    /// `Connection: close` before it), and waits until no connection is open. Call it when no
+    /// request is in flight.
+    pub async fn close_idle_connections(&self) {
+        self.shared.close_idle.send_modify(|n| *n += 1);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while self.shared.open.load(Ordering::SeqCst) > 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{} connections still open 5 s after closing idle ones",
+                self.shared.open.load(Ordering::SeqCst)
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
     }
 
     /// Request body bytes received so far, over all requests (including bodies still arriving).
@@ -755,6 +773,10 @@ struct Shared {
     addr: SocketAddr,
     csrf: AtomicBool,
     connections: AtomicUsize,
+    /// Connections open now.
+    open: AtomicUsize,
+    /// Bumped to make every idle connection close, as Jetty's idle timeout does.
+    close_idle: watch::Sender<u64>,
     received_bytes: watch::Sender<u64>,
     state: Mutex<State>,
     log: Arc<Mutex<LogState>>,
@@ -979,13 +1001,27 @@ fn collect_panic(done: Result<(), tokio::task::JoinError>, panics: &mut Vec<Stri
 }
 
 async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, index: usize) {
-    let service = service_fn(move |req| serve_request(Arc::clone(&shared), index, req));
-    let result = http1::Builder::new()
+    shared.open.fetch_add(1, Ordering::SeqCst);
+    let mut close_idle = shared.close_idle.subscribe();
+    let service = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req| serve_request(Arc::clone(&shared), index, req))
+    };
+    let conn = http1::Builder::new()
         .timer(TokioTimer::new())
         .keep_alive(true)
         .header_read_timeout(Duration::from_secs(30))
-        .serve_connection(TokioIo::new(stream), service)
-        .await;
+        .serve_connection(TokioIo::new(stream), service);
+    let mut conn = std::pin::pin!(conn);
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = close_idle.changed() => {
+            // Closes at once when idle, after the response otherwise.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    shared.open.fetch_sub(1, Ordering::SeqCst);
     if let Err(error) = result {
         tracing::debug!(%error, connection = index, "mock jenkins connection ended with error");
     }

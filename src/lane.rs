@@ -1,0 +1,327 @@
+//! Jenkins connections for proxied requests, driven inside the task that
+//! serves the client.
+//!
+//! hyper-util's pooled client runs every upstream connection as a task of
+//! its own, so a request, its response head and every body chunk cross
+//! between tasks (and often threads) through channels, and each request
+//! takes and returns a connection under the pool's lock. Here each client
+//! connection has a [`Lane`]: the Jenkins connection it uses, polled by the
+//! same task that serves the client ([`Lane::drive`]), so a request and its
+//! answer move without a hand-off. When the client connection ends, its
+//! idle Jenkins connection is parked in the [`IdlePool`] for the next
+//! client, so clients that connect once per request (a `curl` each) still
+//! reuse kept-alive connections and TLS sessions.
+//!
+//! This module owns that life cycle, the idle timeout of parked
+//! connections, and the one case in which a request is sent again: a reused
+//! connection that turned out to be closed before any byte of the request
+//! was written (hyper hands such a request back untouched). A request that
+//! was written is never re-sent here, so a POST cannot arrive twice.
+//! Opening connections is `upstream`'s job; crumb fetches, checks and
+//! upgrade tunnels use `upstream`'s pooled client instead.
+
+use std::convert::Infallible;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use http::{Request, Response, Uri};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use tokio::time::Instant;
+
+use crate::body::ProxyBody;
+use crate::upstream::{Upstream, UpstreamError};
+
+thread_local! {
+    /// Which server worker this thread is (`server::Workers`); 0 elsewhere.
+    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Marks the current thread as server worker `index`: parked connections
+/// are kept per worker, because a connection's socket is registered with
+/// the reactor of the worker that opened it.
+pub(crate) fn set_worker(index: usize) {
+    WORKER.with(|w| w.set(index));
+}
+
+/// The future that does a connection's I/O; it ends when the connection
+/// closes.
+pub(crate) type Driver = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// An open HTTP/1.1 connection to Jenkins: the handle requests go through
+/// and the future that must be polled for anything to move.
+pub(crate) struct Conn {
+    pub(crate) sender: SendRequest<ProxyBody>,
+    pub(crate) driver: Driver,
+}
+
+/// Idle Jenkins connections left by client connections that ended, newest
+/// last, one list per server worker (see [`set_worker`]). They are not
+/// polled while parked; one that Jenkins closed meanwhile is noticed (and
+/// dropped) when it is taken.
+pub(crate) struct IdlePool {
+    shards: Box<[Mutex<Parked>]>,
+    timeout: Duration,
+}
+
+/// One worker's parked connections, each with the time it was parked.
+type Parked = Vec<(Instant, Conn)>;
+
+/// At most this many connections are parked; the oldest goes first.
+const MAX_IDLE: usize = 64;
+
+impl IdlePool {
+    pub(crate) fn new(timeout: Duration, workers: usize) -> Self {
+        Self {
+            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            timeout,
+        }
+    }
+
+    fn shard(&self) -> std::sync::MutexGuard<'_, Parked> {
+        let index = WORKER.with(std::cell::Cell::get) % self.shards.len();
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn put(&self, conn: Conn) {
+        if self.timeout.is_zero() {
+            return;
+        }
+        let mut idle = self.shard();
+        self.evict(&mut idle);
+        if idle.len() >= MAX_IDLE {
+            idle.remove(0);
+        }
+        idle.push((Instant::now(), conn));
+    }
+
+    fn take(&self) -> Option<Conn> {
+        let mut idle = self.shard();
+        self.evict(&mut idle);
+        idle.pop().map(|(_, conn)| conn)
+    }
+
+    fn evict(&self, idle: &mut Parked) {
+        let now = Instant::now();
+        idle.retain(|(since, _)| now.duration_since(*since) < self.timeout);
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shard().len()
+    }
+}
+
+impl std::fmt::Debug for IdlePool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdlePool")
+            .field("workers", &self.shards.len())
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// One client connection's way to Jenkins.
+#[derive(Default)]
+pub(crate) struct Lane {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    /// The handle of `current`, here while no request is using it.
+    sender: Option<SendRequest<ProxyBody>>,
+    /// The connection requests go to.
+    current: Option<Driver>,
+    /// Connections replaced while not idle (rare), polled until they end.
+    retired: Vec<Driver>,
+    /// The task running [`Lane::drive`], woken when a connection is added.
+    waker: Option<Waker>,
+}
+
+impl Inner {
+    fn install(&mut self, driver: Driver) {
+        self.sender = None;
+        if let Some(old) = self.current.replace(driver) {
+            self.retired.push(old);
+        }
+        if let Some(waker) = &self.waker {
+            waker.wake_by_ref();
+        }
+    }
+}
+
+impl std::fmt::Debug for Lane {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        f.debug_struct("Lane")
+            .field("connected", &inner.current.is_some())
+            .field("retired", &inner.retired.len())
+            .finish()
+    }
+}
+
+impl Lane {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Polls this lane's connections; never finishes. Run it beside the
+    /// client connection in the same task, and call [`Lane::park`] after.
+    pub(crate) fn drive(&self) -> impl Future<Output = Infallible> + '_ {
+        poll_fn(move |cx| {
+            let mut inner = self.lock();
+            if !inner
+                .waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                inner.waker = Some(cx.waker().clone());
+            }
+            if let Some(driver) = &mut inner.current {
+                if driver.as_mut().poll(cx).is_ready() {
+                    inner.current = None;
+                    inner.sender = None;
+                }
+            }
+            inner
+                .retired
+                .retain_mut(|driver| driver.as_mut().poll(cx).is_pending());
+            Poll::Pending
+        })
+    }
+
+    /// The client connection ended: an idle Jenkins connection is parked
+    /// for the next client; anything else is closed.
+    pub(crate) fn park(&self, upstream: &Upstream) {
+        let mut inner = self.lock();
+        let retired = std::mem::take(&mut inner.retired);
+        if let (Some(sender), Some(driver)) = (inner.sender.take(), inner.current.take()) {
+            if sender.is_ready() {
+                upstream.idle().put(Conn { sender, driver });
+            }
+        }
+        inner.waker = None;
+        drop(inner);
+        drop(retired);
+    }
+
+    /// Sends `req` (absolute URI) to Jenkins and returns the response head;
+    /// the body streams while the lane is driven.
+    pub(crate) async fn send(
+        &self,
+        upstream: &Upstream,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        // On a connection of its own, HTTP/1.1 wants the origin form.
+        if let Some(target) = req.uri().path_and_query().cloned() {
+            *req.uri_mut() = Uri::from(target);
+        }
+        let mut may_reuse = true;
+        loop {
+            let reused = if may_reuse {
+                poll_fn(|cx| Poll::Ready(self.reusable(upstream, cx))).await
+            } else {
+                None
+            };
+            let (mut sender, was_reused) = match reused {
+                Some(sender) => (sender, true),
+                None => {
+                    let conn = upstream.connect().await?;
+                    self.lock().install(conn.driver);
+                    (conn.sender, false)
+                }
+            };
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    self.lock().sender = Some(sender);
+                    return Ok(resp);
+                }
+                Err(mut e) => match e.take_message() {
+                    // Closed before a byte was written: nothing reached
+                    // Jenkins, so sending it on a new connection is safe.
+                    Some(back) if was_reused => {
+                        tracing::debug!(error = %e.error(), "kept-alive connection to jenkins was closed; sending on a new one");
+                        req = back;
+                        may_reuse = false;
+                    }
+                    _ => return Err(UpstreamError::from_send(&e.into_error())),
+                },
+            }
+        }
+    }
+
+    /// This lane's connection if it is idle, else a parked one that is
+    /// still open (polled once here, with this task's waker, to notice a
+    /// close that happened while it was parked).
+    fn reusable(
+        &self,
+        upstream: &Upstream,
+        cx: &mut Context<'_>,
+    ) -> Option<SendRequest<ProxyBody>> {
+        let mut inner = self.lock();
+        if let Some(sender) = inner.sender.take() {
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            // Busy or closed: let it finish on its own.
+            if let Some(old) = inner.current.take() {
+                inner.retired.push(old);
+            }
+        }
+        while let Some(mut conn) = upstream.idle().take() {
+            if conn.driver.as_mut().poll(cx).is_ready() || !conn.sender.is_ready() {
+                continue;
+            }
+            inner.install(conn.driver);
+            return Some(conn.sender);
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A parked connection older than the idle timeout is never handed
+    /// out, and a zero timeout parks nothing.
+    #[tokio::test]
+    async fn parked_connections_expire() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accept = tokio::spawn(async move {
+            let mut held = Vec::new();
+            for _ in 0..2 {
+                held.push(listener.accept().await.unwrap().0);
+            }
+            held
+        });
+        let conn = || async {
+            let io =
+                hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+            let (sender, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+            Conn {
+                sender,
+                driver: Box::pin(async move {
+                    let _ = conn.await;
+                }),
+            }
+        };
+        let pool = IdlePool::new(Duration::from_secs(30), 1);
+        pool.put(conn().await);
+        assert_eq!(pool.len(), 1);
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(31)).await;
+        assert!(pool.take().is_none(), "expired");
+        let none = IdlePool::new(Duration::ZERO, 1);
+        none.put(conn().await);
+        assert_eq!(none.len(), 0);
+        drop(accept.await.unwrap());
+    }
+}
