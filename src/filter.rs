@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::fmt;
 
-use http::header::{self, HeaderMap};
+use http::header::{self, HeaderMap, HeaderName};
 use http::{Method, StatusCode, Uri};
 use subtle::ConstantTimeEq as _;
 
@@ -324,12 +324,9 @@ impl Policy {
     /// 127.0.0.1 still sends `Host: evil.example`. Only names the proxy is
     /// known by pass (kubectl proxy's `--accept-hosts`, anchored).
     fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Rejection> {
-        let mut names: Vec<String> = Vec::new();
-        if let Some(authority) = uri.authority() {
-            names.push(authority.host().to_owned());
-        }
-        match headers.get(header::HOST).map(|h| h.to_str()) {
-            Some(Ok(host)) => names.push(host_without_port(host)),
+        let from_target = uri.authority().map(http::uri::Authority::host);
+        let from_header = match headers.get(header::HOST).map(|h| h.to_str()) {
+            Some(Ok(host)) => Some(host_without_port(host)),
             Some(Err(_)) => {
                 return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
@@ -337,22 +334,31 @@ impl Policy {
                     "the Host header is not text",
                 ))
             }
-            None if names.is_empty() => {
+            None if from_target.is_none() => {
                 return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "host-not-allowed",
                     "the request has no Host header",
                 ))
             }
-            None => {}
-        }
-        for name in names {
-            let name = name.to_ascii_lowercase();
-            if !self.allowed_hosts.contains(&name) {
+            None => None,
+        };
+        for name in from_target.into_iter().chain(from_header) {
+            // Host names compare case-insensitively; the allow-list is
+            // lower case, and so is nearly every Host sent.
+            let allowed = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+                self.allowed_hosts.contains(&name.to_ascii_lowercase())
+            } else {
+                self.allowed_hosts.contains(name)
+            };
+            if !allowed {
                 return Err(Rejection::new(
                     StatusCode::FORBIDDEN,
                     "host-not-allowed",
-                    format!("the proxy does not answer to the host name {name:?}"),
+                    format!(
+                        "the proxy does not answer to the host name {:?}",
+                        name.to_ascii_lowercase()
+                    ),
                 ));
             }
         }
@@ -383,7 +389,8 @@ impl Policy {
                 ));
             }
         }
-        if let Some(site) = headers.get("sec-fetch-site") {
+        const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
+        if let Some(site) = headers.get(SEC_FETCH_SITE) {
             let site = site.to_str().unwrap_or("");
             if !site.eq_ignore_ascii_case("none") {
                 return refuse(format!(
@@ -461,11 +468,11 @@ impl Policy {
 }
 
 /// `host:port`, `[v6]:port` or a bare host, without the port.
-fn host_without_port(host: &str) -> String {
+fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_inclusive(']').next().unwrap_or(host).to_owned();
+        return host.split_inclusive(']').next().unwrap_or(host);
     }
-    host.rsplit_once(':').map_or(host, |(h, _)| h).to_owned()
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
 
 #[cfg(test)]

@@ -43,8 +43,9 @@ pub(crate) enum CredentialState {
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
-    method: String,
-    status_class: String,
+    // Static strings: counting a request allocates nothing.
+    method: &'static str,
+    status_class: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -130,10 +131,24 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, method: &Method, status: StatusCode) {
-        let class = format!("{}xx", status.as_u16() / 100);
+        const CLASSES: [&str; 6] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+        // Extension methods are one label, not one series each.
+        let method = match *method {
+            Method::GET => "GET",
+            Method::HEAD => "HEAD",
+            Method::POST => "POST",
+            Method::PUT => "PUT",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            Method::PATCH => "PATCH",
+            Method::TRACE => "TRACE",
+            Method::CONNECT => "CONNECT",
+            _ => "other",
+        };
+        let class = CLASSES[usize::from(status.as_u16() / 100).min(CLASSES.len() - 1)];
         self.requests
             .get_or_create(&RequestLabels {
-                method: method.as_str().to_owned(),
+                method,
                 status_class: class,
             })
             .inc();

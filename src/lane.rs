@@ -30,7 +30,7 @@ use std::time::Duration;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use tokio::time::Instant;
+use tokio::time::{Instant, Sleep};
 
 use crate::body::ProxyBody;
 use crate::upstream::{Upstream, UpstreamError};
@@ -142,6 +142,9 @@ struct Inner {
     retired: Vec<Driver>,
     /// The task running [`Lane::drive`], woken when a connection is added.
     waker: Option<Waker>,
+    /// Bounds the wait for a response head. Set once and moved only when
+    /// it fires early (see [`Lane::send_by`]).
+    timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl Inner {
@@ -211,9 +214,45 @@ impl Lane {
         drop(retired);
     }
 
+    /// [`Lane::send`], given up at `deadline` with
+    /// [`UpstreamError::ResponseTimeout`].
+    ///
+    /// `tokio::time::timeout` would insert a timer into the wheel and take
+    /// it out again for every request; this lane's one timer stays armed
+    /// instead, and when it fires before the current request's deadline
+    /// (it was set for an earlier request) it is moved to that deadline.
+    /// Deadlines only grow, as the timeout is the same for every request.
+    pub(crate) async fn send_by(
+        &self,
+        upstream: &Upstream,
+        req: Request<ProxyBody>,
+        deadline: Instant,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut sending = std::pin::pin!(self.send(upstream, req));
+        poll_fn(|cx| {
+            if let Poll::Ready(result) = sending.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            let mut inner = self.lock();
+            let timer = inner
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+            loop {
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if Instant::now() >= deadline {
+                    return Poll::Ready(Err(UpstreamError::ResponseTimeout));
+                }
+                timer.as_mut().reset(deadline);
+            }
+        })
+        .await
+    }
+
     /// Sends `req` (absolute URI) to Jenkins and returns the response head;
     /// the body streams while the lane is driven.
-    pub(crate) async fn send(
+    async fn send(
         &self,
         upstream: &Upstream,
         mut req: Request<ProxyBody>,

@@ -193,9 +193,50 @@ pin_project_lite::pin_project! {
     pub(crate) struct IdleTimeout<I> {
         #[pin]
         inner: I,
-        idle: Duration,
-        // Boxed so the wrapper stays `Unpin` for hyper.
-        timer: Pin<Box<Sleep>>,
+        clock: IdleClock,
+    }
+}
+
+/// When bytes last moved, and a timer that is moved only when it fires:
+/// resetting a timer on every read and write costs a timer-wheel update
+/// each; reading the clock is cheaper.
+#[derive(Debug)]
+struct IdleClock {
+    idle: Duration,
+    last: Instant,
+    // Boxed so the wrapper stays `Unpin` for hyper.
+    timer: Pin<Box<Sleep>>,
+}
+
+impl IdleClock {
+    /// Notes the outcome of an I/O call; when the socket is not ready,
+    /// fails the operation once nothing moved for `idle`.
+    fn track<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        result: Poll<io::Result<T>>,
+        moved: impl FnOnce(&T) -> bool,
+    ) -> Poll<io::Result<T>> {
+        match result {
+            Poll::Ready(Ok(value)) => {
+                if moved(&value) {
+                    self.last = Instant::now();
+                }
+                Poll::Ready(Ok(value))
+            }
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending => loop {
+                if self.timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                let deadline = self.last + self.idle;
+                if deadline <= Instant::now() {
+                    return Poll::Ready(Err(timed_out()));
+                }
+                // Bytes moved since the timer was set: wait for the rest.
+                self.timer.as_mut().reset(deadline);
+            },
+        }
     }
 }
 
@@ -203,38 +244,17 @@ impl<I> IdleTimeout<I> {
     pub(crate) fn new(inner: I, idle: Duration) -> Self {
         Self {
             inner,
-            idle,
-            timer: Box::pin(tokio::time::sleep(idle)),
+            clock: IdleClock {
+                idle,
+                last: Instant::now(),
+                timer: Box::pin(tokio::time::sleep(idle)),
+            },
         }
     }
 }
 
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client connection idle")
-}
-
-/// Restarts the idle clock when bytes moved; when the socket is not ready,
-/// fails the operation once the connection has been idle too long.
-fn track<T>(
-    timer: &mut Pin<Box<Sleep>>,
-    idle: Duration,
-    cx: &mut Context<'_>,
-    result: Poll<io::Result<T>>,
-    moved: impl FnOnce(&T) -> bool,
-) -> Poll<io::Result<T>> {
-    match result {
-        Poll::Ready(Ok(value)) => {
-            if moved(&value) {
-                timer.as_mut().reset(Instant::now() + idle);
-            }
-            Poll::Ready(Ok(value))
-        }
-        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-        Poll::Pending => match timer.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Err(timed_out())),
-            Poll::Pending => Poll::Pending,
-        },
-    }
 }
 
 impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
@@ -247,7 +267,7 @@ impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         let after = buf.filled().len();
-        track(this.timer, *this.idle, cx, result, |()| after > before)
+        this.clock.track(cx, result, |()| after > before)
     }
 }
 
@@ -259,7 +279,7 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
-        track(this.timer, *this.idle, cx, result, |n| *n > 0)
+        this.clock.track(cx, result, |n| *n > 0)
     }
 
     fn poll_write_vectored(
@@ -269,7 +289,7 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
-        track(this.timer, *this.idle, cx, result, |n| *n > 0)
+        this.clock.track(cx, result, |n| *n > 0)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -282,5 +302,42 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.project().inner.poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// Bytes that keep moving keep the connection open past `idle`; once
+    /// they stop, reads fail after `idle`, measured from the last byte.
+    #[tokio::test(start_paused = true)]
+    async fn idle_is_counted_from_the_last_byte() {
+        let (client, server) = tokio::io::duplex(64);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(1));
+        let mut client = client;
+        let started = Instant::now();
+        let writer = tokio::spawn(async move {
+            for _ in 0..5 {
+                tokio::time::sleep(Duration::from_millis(600)).await;
+                client.write_all(b"x").await.unwrap();
+            }
+            client
+        });
+        let mut buf = [0u8; 8];
+        for _ in 0..5 {
+            assert_eq!(server.read(&mut buf).await.unwrap(), 1);
+        }
+        let last_byte = Instant::now();
+        assert!(last_byte - started >= Duration::from_millis(3000));
+        let _client = writer.await.unwrap();
+        let err = server.read(&mut buf).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        let waited = Instant::now() - last_byte;
+        assert!(
+            waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
+            "timed out {waited:?} after the last byte"
+        );
     }
 }

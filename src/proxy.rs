@@ -189,10 +189,8 @@ impl Shared {
         let started = Instant::now();
         let resp = match lane {
             Some(lane) => {
-                let sent = lane.send(&self.upstream, req);
-                tokio::time::timeout(self.upstream.response_timeout(), sent)
-                    .await
-                    .map_err(|_| UpstreamError::ResponseTimeout)??
+                let deadline = started + self.upstream.response_timeout();
+                lane.send_by(&self.upstream, req, deadline).await?
             }
             None => self.upstream.send(req).await?,
         };
@@ -297,18 +295,35 @@ fn usable_request_id(value: &HeaderValue) -> bool {
     !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
-/// A new request id: 128 random bits in hex.
+/// A new request id: 128 bits in hex, from a per-thread generator seeded
+/// from the OS (`RandomState`) and stepped by SplitMix64: unique and
+/// unpredictable enough for correlation ids, and costing no system call.
 fn new_request_id() -> HeaderValue {
+    use std::cell::Cell;
     use std::hash::{BuildHasher as _, Hasher as _};
-    // `RandomState` is seeded from the OS per instance; two of them give
-    // 128 bits that are unpredictable enough for correlation ids.
-    let mut id = String::with_capacity(32);
-    for _ in 0..2 {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0);
-        id.push_str(&format!("{:016x}", h.finish()));
+    thread_local! {
+        static STATE: Cell<u64> = Cell::new({
+            let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+            h.write_u64(0x5eed);
+            h.finish()
+        });
     }
-    HeaderValue::try_from(id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    fn next(state: &Cell<u64>) -> u64 {
+        let s = state.get().wrapping_add(0x9e37_79b9_7f4a_7c15);
+        state.set(s);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let (a, b) = STATE.with(|state| (next(state), next(state)));
+    let mut id = [0u8; 32];
+    for (i, byte) in a.to_be_bytes().iter().chain(&b.to_be_bytes()).enumerate() {
+        id[2 * i] = HEX[usize::from(byte >> 4)];
+        id[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// Runs [`forward`], turns its error into a response, counts and logs the
@@ -317,9 +332,11 @@ async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody
     let (shared, peer) = (&*proxy.shared, proxy.peer);
     let started = Instant::now();
     let method = req.method().clone();
-    // The path only: Jenkins puts `token=` in query strings of remote
-    // build triggers, so the query is never logged.
-    let path = req.uri().path().to_owned();
+    // For the log line, which shows the path only: Jenkins puts `token=`
+    // in query strings of remote build triggers, so the query is never
+    // logged. (Cloning a `Uri` copies no bytes.)
+    let uri = req.uri().clone();
+    let path = uri.path();
     let request_id = match req.headers().get(REQUEST_ID) {
         Some(id) if usable_request_id(id) => id.clone(),
         _ => new_request_id(),
@@ -379,6 +396,16 @@ struct Outgoing {
 }
 
 impl Outgoing {
+    /// The request, for a send that will not be repeated.
+    fn into_request(self, body: ProxyBody) -> Request<ProxyBody> {
+        let mut req = Request::new(body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+
+    /// A copy of the request with `crumb`, for a send that may be repeated.
     fn request(&self, body: ProxyBody, crumb: Option<&Crumb>) -> Request<ProxyBody> {
         let mut req = Request::new(body);
         *req.method_mut() = self.method.clone();
@@ -467,7 +494,7 @@ async fn forward(
     } else {
         let lane = client_upgrade.is_none().then_some(lane);
         let mut resp = shared
-            .send(lane, outgoing.request(body::stream(incoming), None))
+            .send(lane, outgoing.into_request(body::stream(incoming)))
             .await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client) = client_upgrade {

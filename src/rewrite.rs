@@ -113,18 +113,32 @@ fn replace(patterns: &[Pattern], longest: usize, carry: &mut BytesMut, last: boo
     } else {
         data.len().saturating_sub(longest - 1)
     };
+    // Where each pattern next occurs at or after `pos` (usize::MAX: not
+    // again), so each is searched for once per occurrence, not once per
+    // match of any pattern.
+    let find = |p: &Pattern, from: usize| {
+        p.finder
+            .find(&data[from..])
+            .map_or(usize::MAX, |at| from + at)
+    };
+    let mut next_at: Vec<usize> = patterns.iter().map(|p| find(p, 0)).collect();
     let mut pos = 0;
     while pos < safe_end {
         let next = patterns
             .iter()
-            .filter_map(|p| p.finder.find(&data[pos..]).map(|at| (pos + at, p)))
-            .filter(|(at, p)| *at < safe_end && at + p.len <= data.len())
-            .min_by(|(a, p), (b, q)| a.cmp(b).then(q.len.cmp(&p.len)));
+            .zip(&next_at)
+            .filter(|(p, at)| **at < safe_end && **at + p.len <= data.len())
+            .min_by(|(p, a), (q, b)| a.cmp(b).then(q.len.cmp(&p.len)));
         match next {
-            Some((at, p)) => {
+            Some((p, &at)) => {
                 out.extend_from_slice(&data[pos..at]);
                 out.extend_from_slice(&p.to);
                 pos = at + p.len;
+                for (p, at) in patterns.iter().zip(&mut next_at) {
+                    if *at < pos {
+                        *at = find(p, pos);
+                    }
+                }
             }
             None => break,
         }

@@ -455,6 +455,49 @@ async fn upstream_too_slow_is_504() {
     jenkins.finish().await;
 }
 
+/// The response timeout counts from each request's own start, also on a
+/// kept-alive connection whose earlier requests were fast.
+#[tokio::test]
+async fn response_timeout_counts_per_request() {
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .response_delay("/job/sample-job/api/json", Duration::from_millis(300))
+        .response_delay("/api/json", Duration::from_secs(3))
+        .start()
+        .await;
+    let extra = Extra {
+        upstream: "response_timeout_ms = 450".into(),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+    )
+    .await;
+    let http = Http::new();
+    for _ in 0..3 {
+        // Fast, then slow-but-in-time 250 ms later: the second would time
+        // out if its deadline were the first one's.
+        let fast = http.get(&proxy.url("/job/sample-job/build")).await;
+        assert_eq!(fast.status, StatusCode::METHOD_NOT_ALLOWED);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let slow = http.get(&proxy.url("/job/sample-job/api/json")).await;
+        assert_eq!(slow.status, StatusCode::OK, "{}", slow.text());
+    }
+    let started = tokio::time::Instant::now();
+    let late = http.get(&proxy.url("/api/json")).await;
+    let waited = started.elapsed();
+    assert_eq!(late.status, StatusCode::GATEWAY_TIMEOUT);
+    assert!(
+        waited >= Duration::from_millis(440) && waited < Duration::from_millis(2000),
+        "timed out after {waited:?}"
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
 /// The proxy is not a forward proxy: CONNECT is refused without touching
 /// Jenkins.
 #[tokio::test]
