@@ -672,19 +672,50 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-# --- 8. 1000 concurrent POSTs through a password-mode crumb-proxy ------------------
+# --- 8. 1000 concurrent POSTs after a session expiry ---------------------------------
 
-log "$POSTS concurrent POSTs /job/sample-job/build through crumb-proxy (password, crumb.mode auto) to the Jenkins double"
+# Issue 5: "1000 concurrent POSTs after a session expiry: exactly one crumb
+# fetch, 1000 triggers accepted by Jenkins, none doubled". One POST first, so
+# that the proxy caches a crumb and its session; then SIGUSR1 makes the double
+# expire every session (examples/mock_jenkins.rs), and the burst's POSTs go
+# out with a crumb Jenkins now rejects (403): the proxy must fetch one new
+# crumb for all of them and replay each rejected POST once. Counted from the
+# double's request log (one line per request, written before it answers) and
+# the proxy's (crumb="cached|fetched|retried"), from byte offsets taken
+# just before the burst.
+log_since() { tail -c +"$(($2 + 1))" "$1"; } # file byte-offset
+mock_posts() { grep 'method=POST path="\?/job/sample-job/build"\? ' || true; } # on stdin
+count() { grep -c -- "$1" || true; } # pattern, on stdin
+
+log "$POSTS concurrent POSTs /job/sample-job/build through crumb-proxy (password, crumb.mode auto) to the Jenkins double, after a session expiry"
 wait_quiet
-before_fetch=$(grep -c 'crumbIssuer/api/json' "$TMP/mock.log" || true)
-before_201=$(grep 'job/sample-job/build' "$TMP/mock.log" | grep -c 'status=201' || true)
+prime_from=$(stat -c %s "$TMP/mock.log")
+prime_code=$(curl -sS -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$P_CP_MOCK/job/sample-job/build")
+[[ $prime_code == 201 ]] || die "the first POST through crumb-proxy to the double got $prime_code (expected 201)"
+prime_fetches=$(log_since "$TMP/mock.log" "$prime_from" | count 'path="\?/crumbIssuer/api/json')
+expired_before=$(count 'mock-jenkins: sessions expired' <"$TMP/mock.log")
+kill -USR1 "$PID_mock"
+for i in $(seq 100); do
+    (($(count 'mock-jenkins: sessions expired' <"$TMP/mock.log") > expired_before)) && break
+    ((i < 100)) || die "the double did not log 'sessions expired' within 5 s of SIGUSR1"
+    sleep 0.05
+done
+expired=$(grep -o 'mock-jenkins: sessions expired ([0-9]*)' "$TMP/mock.log" | tail -n1 | tr -dc 0-9)
+log "first POST: $prime_code, $prime_fetches crumb fetch(es); SIGUSR1: the double expired $expired session(s)"
+mock_from=$(stat -c %s "$TMP/mock.log")
+proxy_from=$(stat -c %s "$TMP/cp-mock.log")
 python3 "$HERE/posts.py" "$P_CP_MOCK" "$POSTS" /job/sample-job/build >"$TMP/posts.json"
-sleep 0.5 # let the double's log lines land
-fetches=$(($(grep -c 'crumbIssuer/api/json' "$TMP/mock.log" || true) - before_fetch))
-accepted=$(($(grep 'job/sample-job/build' "$TMP/mock.log" | grep -c 'status=201' || true) - before_201))
-proxy_fetched=$(grep -c 'crumb="\?fetched' "$TMP/cp-mock.log" || true)
-proxy_cached=$(grep -c 'crumb="\?cached' "$TMP/cp-mock.log" || true)
-log "posts: $(cat "$TMP/posts.json"); double saw $fetches crumb fetches and $accepted accepted triggers"
+sleep 0.5 # let the log lines land
+log_since "$TMP/mock.log" "$mock_from" >"$TMP/mock-burst.log"
+log_since "$TMP/cp-mock.log" "$proxy_from" >"$TMP/cp-mock-burst.log"
+fetches=$(count 'path="\?/crumbIssuer/api/json' <"$TMP/mock-burst.log")
+posts_seen=$(mock_posts <"$TMP/mock-burst.log" | count .)
+rejected=$(mock_posts <"$TMP/mock-burst.log" | count ' status=403 ')
+accepted=$(mock_posts <"$TMP/mock-burst.log" | count ' status=201 ')
+proxy_cached=$(count 'crumb="\?cached' <"$TMP/cp-mock-burst.log")
+proxy_fetched=$(count 'crumb="\?fetched' <"$TMP/cp-mock-burst.log")
+proxy_retried=$(count 'crumb="\?retried' <"$TMP/cp-mock-burst.log")
+log "posts: $(cat "$TMP/posts.json"); the double saw $fetches crumb fetch(es) and $posts_seen POSTs ($rejected rejected with 403, $accepted accepted); proxy log: $proxy_cached cached, $proxy_fetched fetched, $proxy_retried retried"
 
 # --- 9. report -----------------------------------------------------------------------
 
@@ -707,10 +738,15 @@ posts=$POSTS
 parity=$PARITY
 json_path=$JSON_PATH
 posts_result=$(cat "$TMP/posts.json")
+posts_prime_fetches=$prime_fetches
+posts_expired_sessions=$expired
 posts_fetches=$fetches
+posts_seen=$posts_seen
+posts_rejected=$rejected
 posts_accepted=$accepted
-posts_proxy_fetched=$proxy_fetched
 posts_proxy_cached=$proxy_cached
+posts_proxy_fetched=$proxy_fetched
+posts_proxy_retried=$proxy_retried
 foreign_max=$FOREIGN_MAX
 foreign_limit=$FOREIGN_LIMIT
 retries=$RETRIES

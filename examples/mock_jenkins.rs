@@ -13,6 +13,11 @@
 //! grows by one line a second for half a minute (`job/sample-job/1/logText/progressiveText`).
 //! When ready it prints `mock-jenkins listening on <root URL>` to stdout; it logs one line per
 //! request to stderr (`RUST_LOG` adjusts this) and runs until Ctrl-C.
+//!
+//! `kill -USR1 <pid>` expires every session, as Jetty's idle timeout would: crumbs issued so
+//! far are rejected from then on (403 `No valid crumb was included in the request`). It then
+//! prints `mock-jenkins: sessions expired (N)` to stderr, whatever `RUST_LOG` says, N being the
+//! number of sessions that were valid (`bench/run.sh` uses this for its concurrent POSTs).
 
 #[path = "../tests/support/jenkins.rs"]
 mod jenkins;
@@ -77,6 +82,11 @@ async fn main() -> ExitCode {
         Err(message) => return fail(&message),
     };
 
+    // Before the port opens: a SIGUSR1 sent as soon as it is open must not kill the process.
+    let mut expiry = match ExpirySignal::new() {
+        Ok(s) => s,
+        Err(e) => return fail(&format!("cannot listen for SIGUSR1: {e}")),
+    };
     let started = MockJenkins::builder()
         .context_path(&args.context_path)
         .user(&args.user, &password)
@@ -98,8 +108,20 @@ async fn main() -> ExitCode {
         "mock jenkins ready"
     );
 
-    if let Err(e) = tokio::signal::ctrl_c().await {
-        return fail(&format!("cannot wait for Ctrl-C: {e}"));
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        tokio::select! {
+            stopped = &mut ctrl_c => match stopped {
+                Ok(()) => break,
+                Err(e) => return fail(&format!("cannot wait for Ctrl-C: {e}")),
+            },
+            () = expiry.recv() => {
+                let valid = jenkins.valid_session_ids().len();
+                jenkins.expire_sessions();
+                eprintln!("mock-jenkins: sessions expired ({valid})");
+            }
+        }
     }
     let unexpected = jenkins.unexpected();
     if !unexpected.is_empty() {
@@ -113,6 +135,38 @@ async fn main() -> ExitCode {
         }
     }
     ExitCode::SUCCESS
+}
+
+/// SIGUSR1, the request to expire every session; never arrives where there are no Unix signals.
+#[derive(Debug)]
+struct ExpirySignal {
+    #[cfg(unix)]
+    usr1: tokio::signal::unix::Signal,
+}
+
+impl ExpirySignal {
+    #[cfg(unix)]
+    fn new() -> std::io::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            usr1: signal(SignalKind::user_defined1())?,
+        })
+    }
+
+    #[cfg(not(unix))]
+    fn new() -> std::io::Result<Self> {
+        Ok(Self {})
+    }
+
+    /// Waits for the next SIGUSR1.
+    async fn recv(&mut self) {
+        #[cfg(unix)]
+        if self.usr1.recv().await.is_some() {
+            return;
+        }
+        // No more signals can arrive: wait for Ctrl-C alone.
+        std::future::pending::<()>().await;
+    }
 }
 
 /// The console log of `sample-job` #1: one line a second, then the build finishes.
