@@ -17,7 +17,7 @@ use crate::upstream::BaseUrl;
 /// "a proxy or gateway MUST remove any received connection options before
 /// forwarding a message"), plus the pre-standard `Proxy-Connection` and
 /// `Keep-Alive` that the RFC lists as commonly seen.
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -89,7 +89,9 @@ pub(crate) fn strip_client_credentials(headers: &mut HeaderMap, crumb_field: Opt
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
-            [header::AUTHORIZATION, header::COOKIE, header::EXPECT].contains(name)
+            *name == header::AUTHORIZATION
+                || *name == header::COOKIE
+                || *name == header::EXPECT
                 || DEFAULT_CRUMB_FIELDS.contains(&name.as_str())
                 || crumb_field == Some(*name)
         })
