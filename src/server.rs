@@ -1,11 +1,12 @@
 //! Connections.
 //!
-//! This module owns the accept loop with its connection cap, the HTTP/1.1
-//! connection settings (timer, header size cap, header-read timeout, idle
-//! timeout, keep-alive, upgrades), graceful shutdown with a drain deadline,
-//! and waiting for SIGINT/SIGTERM. Binding sockets is `listener`'s job; it
-//! knows nothing about Jenkins: each connection gets a `proxy::Proxy`
-//! service and that is all.
+//! This module owns the accept loop with its connection cap, the worker
+//! threads that serve connections (one single-threaded runtime per core),
+//! the HTTP/1.1 connection settings (timer, header size cap, header-read
+//! timeout, idle timeout, keep-alive, upgrades), graceful shutdown with a
+//! drain deadline, and waiting for SIGINT/SIGTERM. Binding sockets is
+//! `listener`'s job; it knows nothing about Jenkins: each connection gets a
+//! `proxy::Proxy` service and that is all.
 
 use std::future::Future;
 use std::io;
@@ -175,36 +176,40 @@ impl Acceptor<'_> {
                     Ok(Accepted::Tcp(stream, addr)) => {
                         let _ = stream.set_nodelay(true);
                         let service = Proxy::new(shared.clone(), Peer::Tcp(addr), self.authority.clone());
-                        // Handed over as a plain socket: it is registered
-                        // again with the worker's own reactor.
-                        match stream.into_std() {
-                            Ok(stream) => self.workers.spawn(serve_connection(
-                                self.drain.subscribe(),
-                                self.app.limits.clone(),
-                                move || tokio::net::TcpStream::from_std(stream),
-                                service,
-                                permit,
-                            )),
-                            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
-                        }
+                        self.hand_over(stream.into_std(), tokio::net::TcpStream::from_std, service, permit);
                     }
                     Ok(Accepted::Unix(stream, peer)) => {
                         let service = Proxy::new(shared.clone(), peer, self.authority.clone());
-                        match stream.into_std() {
-                            Ok(stream) => self.workers.spawn(serve_connection(
-                                self.drain.subscribe(),
-                                self.app.limits.clone(),
-                                move || tokio::net::UnixStream::from_std(stream),
-                                service,
-                                permit,
-                            )),
-                            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
-                        }
+                        self.hand_over(stream.into_std(), tokio::net::UnixStream::from_std, service, permit);
                     }
                     Err(e) => handle_accept_error(e).await,
                 },
                 () = &mut until => return,
             }
+        }
+    }
+
+    /// Gives an accepted connection to the next worker, as a plain socket
+    /// (`detached`) that `attach` registers with the worker's own reactor.
+    fn hand_over<S, I>(
+        &self,
+        detached: io::Result<S>,
+        attach: fn(S) -> io::Result<I>,
+        service: Proxy,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) where
+        S: Send + 'static,
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        match detached {
+            Ok(socket) => self.workers.spawn(serve_connection(
+                self.drain.subscribe(),
+                self.app.limits.clone(),
+                move || attach(socket),
+                service,
+                permit,
+            )),
+            Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
         }
     }
 }
