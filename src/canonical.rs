@@ -29,17 +29,24 @@ pub(crate) struct CanonicalPath {
 
 impl CanonicalPath {
     pub(crate) fn new(raw_path: &str) -> Self {
-        let mut decoded = raw_path.to_owned();
+        // Most paths have no escape and no backslash: nothing is copied
+        // for them until the segments are.
+        let mut decoded = std::borrow::Cow::Borrowed(raw_path);
         for _ in 0..DECODE_ROUNDS {
+            if !decoded.contains('%') {
+                break;
+            }
             let next = percent_decode_str(&decoded)
                 .decode_utf8_lossy()
                 .into_owned();
             if next == decoded {
                 break;
             }
-            decoded = next;
+            decoded = std::borrow::Cow::Owned(next);
         }
-        let decoded = decoded.replace('\\', "/");
+        if decoded.contains('\\') {
+            decoded = std::borrow::Cow::Owned(decoded.replace('\\', "/"));
+        }
         let mut segments: Vec<String> = Vec::new();
         for segment in decoded.split('/') {
             let segment = segment.split(';').next().unwrap_or_default();
@@ -56,6 +63,14 @@ impl CanonicalPath {
 
     pub(crate) fn segments(&self) -> Vec<&str> {
         self.segments.iter().map(String::as_str).collect()
+    }
+
+    /// The last two segments, if there are two.
+    pub(crate) fn last_two(&self) -> Option<(&str, &str)> {
+        match self.segments.as_slice() {
+            [.., a, b] => Some((a, b)),
+            _ => None,
+        }
     }
 }
 

@@ -46,7 +46,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok()),
+                .map(str::trim)
+                // The usual options name no header, or one that goes anyway.
+                .filter(|name| {
+                    !["close", "keep-alive", "upgrade"]
+                        .iter()
+                        .any(|known| name.eq_ignore_ascii_case(known))
+                })
+                .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok()),
         );
     }
     remove_all(headers, doomed);

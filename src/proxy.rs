@@ -540,10 +540,7 @@ async fn forward(
 /// `…/api/json`, `…/api/xml`, `…/api/python`: Jenkins' remote API, whose
 /// answers carry absolute URLs. Artifacts and logs never match.
 fn is_api_path(path: &CanonicalPath) -> bool {
-    matches!(
-        path.segments().as_slice(),
-        [.., "api", "json" | "xml" | "python"]
-    )
+    matches!(path.last_two(), Some(("api", "json" | "xml" | "python")))
 }
 
 /// A POST that needs a crumb: keep the body if it is small enough to send
