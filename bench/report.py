@@ -203,7 +203,7 @@ print("    1 GiB /big.bin via sendfile); requests/s, latency and CPU rows GET th
 print(f"    {meta['parity']}")
 print("    uploads go to bench/sink.rs, which reads every byte and answers 201 with the byte count,")
 print("    checked for every upload (framing kept: Content-Length stays Content-Length, chunked stays chunked)")
-print("  - nginx proxy: worker_processes 2 (= cores = crumb-proxy's 2 tokio workers: both may use the whole")
+print("  - nginx proxy: worker_processes 2 (= cores = crumb-proxy's worker threads: both may use the whole")
 print("    machine), proxy_buffering off, proxy_request_buffering off, upstream keepalive 64, HTTP/1.1")
 print("    upstream, sets Authorization, Jenkins-Crumb, X-Request-Id (both ways), X-Forwarded-Host/Proto/Port,")
 print("    Accept-Encoding \"\", sub_filter for the URLs in JSON, access_log off;")

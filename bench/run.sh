@@ -621,7 +621,7 @@ perf_report() { # name
     echo "=== $1: inclusive time of crumb-proxy's own functions and the big blocks ==="
     perf report -i "$data" --children --sort symbol --stdio -g none --percent-limit 0.3 2>/dev/null |
         grep -v '^#' | grep -v '^$' | cut -c1-150 | sed 's/ *- *- *$//; s/ *$//' |
-        grep -E '\[[.k]\] (<?crumb_proxy::|hyper_util::client::legacy::client::Client<C,B>::send_request|__GI___writev$|__sys_recvfrom$|statx$|epoll_wait$|futex_w|_int_malloc$|_int_free$|malloc_consolidate$|schedule$|tokio::runtime::scheduler::multi_thread::worker::Context::park_internal$|tracing_core::event::Event::dispatch$|memchr::memmem::FinderBuilder)' |
+        grep -E '\[[.k]\] (<?crumb_proxy::|hyper::proto::h1::role::(Client|Server)|__GI___writev$|__sys_recvfrom$|epoll_wait$|futex_w|_rjem_malloc$|_rjem_sdallocx$|schedule$|tokio::runtime::scheduler::current_thread::Context::park$|tracing_core::event::Event::dispatch$)' |
         awk '!seen[$0]++' | head -n 40
 }
 if [[ $PROFILE == 1 ]]; then
