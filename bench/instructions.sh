@@ -17,7 +17,8 @@
 # when missing; stops only the processes it started.
 set -euo pipefail
 
-REPO=${REPO:-$(cd "$(dirname "$0")/.." && pwd)}
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=${REPO:-$(cd "$HERE/.." && pwd)}
 PORT_BASE=${PORT_BASE:-47370}
 DURATION=${DURATION:-15}
 P_UP=$((PORT_BASE + 1))
@@ -61,20 +62,7 @@ BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/crumb-proxy
 cp "$BIN" "$TMP/crumb-proxy"
 
 mkdir -p "$TMP/www/api"
-python3 - "$TMP/www/api/json" "$P_UP" <<'EOF'
-import json, sys
-root = f"http://127.0.0.1:{sys.argv[2]}/"
-doc = {"_class": "hudson.model.Hudson", "mode": "NORMAL", "nodeDescription": "bench",
-       "jobs": [{"_class": "hudson.model.FreeStyleProject", "name": f"job-{i:02d}",
-                 "url": f"{root}job/job-{i:02d}/", "color": "blue"} for i in range(12)],
-       "url": root, "pad": ""}
-text = json.dumps(doc, separators=(",", ":"))
-while len(text) > 1024:
-    doc["jobs"].pop()
-    text = json.dumps(doc, separators=(",", ":"))
-doc["pad"] = "x" * (1024 - len(text))
-open(sys.argv[1], "w").write(json.dumps(doc, separators=(",", ":")))
-EOF
+python3 "$HERE/api_json.py" "$TMP/www/api/json" "$P_UP"
 chmod -R a+rX "$TMP/www"
 cat >"$TMP/upstream.conf" <<EOF
 worker_processes 1;

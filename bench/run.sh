@@ -168,22 +168,7 @@ mkdir -p "$TMP/www/api" "$TMP/www/plain" "$TMP/nginx-tmp"
 # Jenkins writes them: crumb-proxy rewrites them to its own address
 # (upstream.rewrite_api_urls) and nginx gets sub_filter to do the same.
 # The same bytes at /plain/json are not an API path: no rewriting there.
-python3 - "$TMP/www/api/json" "$P_UP" <<'EOF'
-import json, sys
-root = f"http://127.0.0.1:{sys.argv[2]}/"
-doc = {"_class": "hudson.model.Hudson", "mode": "NORMAL", "nodeDescription": "bench",
-       "jobs": [{"_class": "hudson.model.FreeStyleProject", "name": f"job-{i:02d}",
-                 "url": f"{root}job/job-{i:02d}/", "color": "blue"} for i in range(12)],
-       "url": root, "pad": ""}
-text = json.dumps(doc, separators=(",", ":"))
-while len(text) > 1024:
-    doc["jobs"].pop()
-    text = json.dumps(doc, separators=(",", ":"))
-doc["pad"] = "x" * (1024 - len(text))
-text = json.dumps(doc, separators=(",", ":"))
-assert len(text) == 1024, len(text)
-open(sys.argv[1], "w").write(text)
-EOF
+python3 "$HERE/api_json.py" "$TMP/www/api/json" "$P_UP"
 BIG=$((1024 * 1024 * 1024))
 UP=$((256 * 1024 * 1024))
 truncate -s "$BIG" "$TMP/www/big.bin"
