@@ -9,7 +9,8 @@
 #
 # Knobs (environment): ROUNDS (5), DURATION (seconds per wrk run, 5),
 # WARMUP (seconds of unrecorded load per proxy, 4), UPLOAD_REPEAT (3 uploads
-# of each kind per round), POSTS (1000), PORT_BASE (47310), NGINX_BUFFER
+# of each kind per round), POSTS (1000), POST_DELAY_MS (the double holds its
+# answers to the POSTs back this long, 500), PORT_BASE (47310), NGINX_BUFFER
 # (nginx proxy_buffer_size and client_body_buffer_size, 64k; "default" =
 # nginx's own 4k/8k/16k), JSON_PATH (/api/json; /plain/json is the same file
 # where crumb-proxy rewrites nothing), QUIET_WAIT (seconds to wait for an
@@ -29,6 +30,7 @@ DURATION=${DURATION:-5}
 WARMUP=${WARMUP:-4}
 UPLOAD_REPEAT=${UPLOAD_REPEAT:-3}
 POSTS=${POSTS:-1000}
+POST_DELAY_MS=${POST_DELAY_MS:-500}
 PORT_BASE=${PORT_BASE:-47310}
 NGINX_BUFFER=${NGINX_BUFFER:-64k}
 PROFILE=${PROFILE:-0}
@@ -347,7 +349,8 @@ start nginx "$P_NGX" "$TMP/nginx.log" "$NGINX" -e "$TMP/proxy-error.log" -c "$TM
 start cp "$P_CP" "$TMP/cp.log" "$TMP/crumb-proxy" --config "$TMP/cp.toml" --log-level warn
 start cp_up "$P_CP_UP" "$TMP/cp-up.log" "$TMP/crumb-proxy" --config "$TMP/cp-up.toml" --log-level warn
 start cp_log "$P_CP_LOG" "$TMP/cp-log.log" "$TMP/crumb-proxy" --config "$TMP/cp-log.toml"
-start mock "$P_MOCK" "$TMP/mock.log" "$TMP/mock_jenkins" --listen "127.0.0.1:$P_MOCK" --user "$USER_NAME" --password-file "$TMP/password"
+start mock "$P_MOCK" "$TMP/mock.log" "$TMP/mock_jenkins" --listen "127.0.0.1:$P_MOCK" --user "$USER_NAME" --password-file "$TMP/password" \
+    --response-delay "/job/sample-job/build=$POST_DELAY_MS"
 start cp_mock "$P_CP_MOCK" "$TMP/cp-mock.log" "$TMP/crumb-proxy" --config "$TMP/cp-mock.toml"
 
 # --- 6. measurement helpers --------------------------------------------------------
@@ -664,7 +667,11 @@ done
 # that the proxy caches a crumb and its session; then SIGUSR1 makes the double
 # expire every session (examples/mock_jenkins.rs), and the burst's POSTs go
 # out with a crumb Jenkins now rejects (403): the proxy must fetch one new
-# crumb for all of them and replay each rejected POST once. Counted from the
+# crumb for all of them and replay each rejected POST once. The double holds
+# its answers to these POSTs back for POST_DELAY_MS after judging them, so
+# that all of them are out with the stale crumb before the first 403 comes
+# back (without it, only those sent in the first round trip were: 39 to 251
+# of 1000 in trial runs), and the double should see 2 x POSTS. Counted from the
 # double's request log (one line per request, written before it answers) and
 # the proxy's (crumb="cached|fetched|retried"), from byte offsets taken
 # just before the burst.

@@ -5,6 +5,7 @@
 //! ```text
 //! cargo run --example mock_jenkins -- [--listen 127.0.0.1:8180] [--context-path /jenkins]
 //!     [--user alice] [--password-file PATH] [--api-token-file PATH]
+//!     [--response-delay PATH=MILLISECONDS]...
 //! ```
 //!
 //! It behaves like a password-protected Jenkins with CSRF protection on: password POSTs need a
@@ -60,6 +61,25 @@ struct Args {
     /// File holding the user's API token (trailing newline ignored) [default token: demo-api-token].
     #[arg(long)]
     api_token_file: Option<PathBuf>,
+    /// Answers to requests for exactly PATH are held back this long, after the request was
+    /// judged (so a 403 for a stale crumb is decided on arrival, and arrives late), e.g.
+    /// `/job/sample-job/build=500`. Repeatable.
+    #[arg(long = "response-delay", value_name = "PATH=MILLISECONDS", value_parser = parse_delay)]
+    response_delays: Vec<(String, Duration)>,
+}
+
+/// `PATH=MILLISECONDS` of `--response-delay`.
+fn parse_delay(text: &str) -> Result<(String, Duration), String> {
+    let (path, ms) = text.rsplit_once('=').ok_or_else(|| {
+        format!("{text:?}: expected PATH=MILLISECONDS, e.g. /job/sample-job/build=500")
+    })?;
+    if !path.starts_with('/') {
+        return Err(format!("{path:?}: the path must start with '/'"));
+    }
+    let ms: u64 = ms
+        .parse()
+        .map_err(|_| format!("{ms:?}: expected a whole number of milliseconds"))?;
+    Ok((path.to_owned(), Duration::from_millis(ms)))
 }
 
 #[tokio::main]
@@ -87,13 +107,15 @@ async fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(&format!("cannot listen for SIGUSR1: {e}")),
     };
-    let started = MockJenkins::builder()
+    let mut builder = MockJenkins::builder()
         .context_path(&args.context_path)
         .user(&args.user, &password)
         .api_token(&args.user, &token)
-        .artifact(SAMPLE_JOB, 1, "big.bin", ARTIFACT_SIZE)
-        .start_on(args.listen)
-        .await;
+        .artifact(SAMPLE_JOB, 1, "big.bin", ARTIFACT_SIZE);
+    for (path, delay) in &args.response_delays {
+        builder = builder.response_delay(path, *delay);
+    }
+    let started = builder.start_on(args.listen).await;
     let jenkins = match started {
         Ok(j) => j,
         Err(e) => return fail(&format!("cannot listen on {}: {e}", args.listen)),
