@@ -174,8 +174,9 @@ struct Watch {
     /// symlink's target directory may go away (Kubernetes deletes the old
     /// one); this one must not.
     primary: inotify::WatchDescriptor,
-    /// The directory named in the configuration went away (deleted, unmounted): from now on the
-    /// store falls back to a `stat` per request.
+    /// The directory named in the configuration went away (deleted,
+    /// unmounted): from now on the store falls back to a `stat` per
+    /// request.
     lost: AtomicBool,
     /// The first look after set-up reports `Maybe`: the file may have
     /// changed between start-up and the watch.
@@ -299,14 +300,14 @@ impl CredentialStore {
         let Some(path) = &self.file else {
             return (self.snapshot(), false);
         };
-        match self.watch(path).map(Watch::changed) {
-            Some(Changed::No) => (self.snapshot(), false),
-            Some(Changed::Maybe) => {
-                if let Some(watch) = self.watch.get().and_then(Option::as_ref) {
+        match self.watch(path) {
+            Some(watch) => match watch.changed() {
+                Changed::No => (self.snapshot(), false),
+                Changed::Maybe => {
                     watch.follow_symlink(path);
+                    self.reload(path, None)
                 }
-                self.reload(path, None)
-            }
+            },
             None => {
                 self.looks.fetch_add(1, Ordering::Relaxed);
                 let now = fingerprint(path);
@@ -322,20 +323,22 @@ impl CredentialStore {
 
     /// The live watch, set up on the first call inside a runtime.
     fn watch(&self, path: &Path) -> Option<&Watch> {
-        if let Some(watch) = self.watch.get() {
-            return watch.as_ref().filter(|w| !w.lost.load(Ordering::Relaxed));
-        }
-        // Registering with the reactor needs a runtime; outside one (the
-        // sync unit tests) the stat fallback is used and set-up is tried
-        // again next time.
-        tokio::runtime::Handle::try_current().ok()?;
-        let watch = self.watch.get_or_init(|| match Watch::new(path) {
-            Ok(watch) => Some(watch),
-            Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot watch the secret file for changes; checking it on every request instead");
-                None
+        let watch = match self.watch.get() {
+            Some(watch) => watch,
+            // Registering with the reactor needs a runtime; outside one
+            // (the sync unit tests) the stat fallback is used and set-up is
+            // tried again next time.
+            None => {
+                tokio::runtime::Handle::try_current().ok()?;
+                self.watch.get_or_init(|| match Watch::new(path) {
+                    Ok(watch) => Some(watch),
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot watch the secret file for changes; checking it on every request instead");
+                        None
+                    }
+                })
             }
-        });
+        };
         watch.as_ref().filter(|w| !w.lost.load(Ordering::Relaxed))
     }
 
