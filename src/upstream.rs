@@ -183,18 +183,14 @@ impl UpstreamError {
     }
 
     fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
-        if let Some(reason) = tls::describe_failure(err) {
-            return UpstreamError::Tls { reason };
-        }
-        let reason = root_cause(err);
         if err.is_connect() {
-            if reason.contains("timed out") || reason.contains("timeout") {
-                UpstreamError::ConnectTimeout
-            } else {
-                UpstreamError::Unreachable { reason }
-            }
-        } else {
-            UpstreamError::Failed { reason }
+            return Self::from_connect(err);
+        }
+        match tls::describe_failure(err) {
+            Some(reason) => UpstreamError::Tls { reason },
+            None => UpstreamError::Failed {
+                reason: root_cause(err),
+            },
         }
     }
 }
