@@ -41,12 +41,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .collect();
     if !doomed.is_empty() {
         doomed.extend(
-            headers
-                .get_all(header::CONNECTION)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .map(str::trim)
+            connection_options(headers)
                 // The usual options name no header, or one that goes anyway.
                 .filter(|name| {
                     !["close", "keep-alive", "upgrade"]
@@ -57,6 +52,16 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         );
     }
     remove_all(headers, doomed);
+}
+
+/// The comma-separated options of every `Connection` header, trimmed.
+fn connection_options(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
 }
 
 /// Removes every header in `names` (all values of each).
@@ -70,12 +75,7 @@ fn remove_all(headers: &mut HeaderMap, names: Vec<HeaderName>) {
 /// (`Connection: upgrade` plus `Upgrade: …`, RFC 9110 §7.8). Read before
 /// [`strip_hop_by_hop`] runs.
 pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
-    let asks = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|token| token.trim().eq_ignore_ascii_case("upgrade"));
+    let asks = connection_options(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
     if asks {
         headers.get(header::UPGRADE).cloned()
     } else {
