@@ -296,8 +296,10 @@ fn usable_request_id(value: &HeaderValue) -> bool {
 }
 
 /// A new request id: 128 bits in hex, from a per-thread generator seeded
-/// from the OS (`RandomState`) and stepped by SplitMix64: unique and
-/// unpredictable enough for correlation ids, and costing no system call.
+/// from the OS (`RandomState`) and stepped by SplitMix64, costing no system
+/// call. Ids do not repeat within a thread and differ between threads and
+/// runs; they are correlation ids, not secrets (one id gives away the next
+/// ones of its thread), and nothing trusts them.
 fn new_request_id() -> HeaderValue {
     use std::cell::Cell;
     use std::hash::{BuildHasher as _, Hasher as _};
