@@ -30,9 +30,10 @@ use std::time::Duration;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::body::ProxyBody;
+use crate::timer::LazyDeadline;
 use crate::upstream::{Upstream, UpstreamError};
 
 thread_local! {
@@ -142,9 +143,8 @@ struct Inner {
     retired: Vec<Driver>,
     /// The task running [`Lane::drive`], woken when a connection is added.
     waker: Option<Waker>,
-    /// Bounds the wait for a response head. Set once and moved only when
-    /// it fires early (see [`Lane::send_by`]).
-    timer: Option<Pin<Box<Sleep>>>,
+    /// Bounds the wait for a response head (see [`Lane::send_by`]).
+    timer: Option<LazyDeadline>,
 }
 
 impl Inner {
@@ -218,10 +218,9 @@ impl Lane {
     /// [`UpstreamError::ResponseTimeout`].
     ///
     /// `tokio::time::timeout` would insert a timer into the wheel and take
-    /// it out again for every request; this lane's one timer stays armed
-    /// instead, and when it fires before the current request's deadline
-    /// (it was set for an earlier request) it is moved to that deadline.
-    /// Deadlines only grow, as the timeout is the same for every request.
+    /// it out again for every request; this lane keeps one
+    /// [`LazyDeadline`] instead. Deadlines only grow, as the timeout is the
+    /// same for every request.
     pub(crate) async fn send_by(
         &self,
         upstream: &Upstream,
@@ -233,19 +232,11 @@ impl Lane {
             if let Poll::Ready(result) = sending.as_mut().poll(cx) {
                 return Poll::Ready(result);
             }
-            let mut inner = self.lock();
-            let timer = inner
+            self.lock()
                 .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-            loop {
-                if timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                if Instant::now() >= deadline {
-                    return Poll::Ready(Err(UpstreamError::ResponseTimeout));
-                }
-                timer.as_mut().reset(deadline);
-            }
+                .get_or_insert_with(|| LazyDeadline::new(deadline))
+                .poll_passed(deadline, cx)
+                .map(|()| Err(UpstreamError::ResponseTimeout))
         })
         .await
     }

@@ -31,6 +31,7 @@
 //! - `server`: the accept loop, one single-threaded worker runtime per
 //!   core, connections, graceful shutdown ([`App`], [`serve`]).
 //! - `telemetry`: the tracing subscriber.
+//! - `timer`: deadlines that only move later, kept in one timer.
 //!
 //! # Life of a request
 //!
@@ -78,6 +79,7 @@ mod proxy;
 mod rewrite;
 mod server;
 mod telemetry;
+mod timer;
 mod tls;
 mod upstream;
 

@@ -8,7 +8,6 @@
 //! nothing about HTTP; `server` drives connections.
 
 use std::fmt;
-use std::future::Future as _;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -18,9 +17,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
-use tokio::time::{Instant, Sleep};
+use tokio::time::Instant;
 
 use crate::config::ListenAddr;
+use crate::timer::LazyDeadline;
 
 /// A bound listener.
 #[derive(Debug)]
@@ -197,15 +197,13 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// When bytes last moved, and a timer that is moved only when it fires:
-/// resetting a timer on every read and write costs a timer-wheel update
-/// each; reading the clock is cheaper.
+/// When bytes last moved, and a timer that is moved only when it fires
+/// (reading the clock per read or write is cheaper than moving a timer).
 #[derive(Debug)]
 struct IdleClock {
     idle: Duration,
     last: Instant,
-    // Boxed so the wrapper stays `Unpin` for hyper.
-    timer: Pin<Box<Sleep>>,
+    timer: LazyDeadline,
 }
 
 impl IdleClock {
@@ -225,17 +223,10 @@ impl IdleClock {
                 Poll::Ready(Ok(value))
             }
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending => loop {
-                if self.timer.as_mut().poll(cx).is_pending() {
-                    return Poll::Pending;
-                }
-                let deadline = self.last + self.idle;
-                if deadline <= Instant::now() {
-                    return Poll::Ready(Err(timed_out()));
-                }
-                // Bytes moved since the timer was set: wait for the rest.
-                self.timer.as_mut().reset(deadline);
-            },
+            Poll::Pending => self
+                .timer
+                .poll_passed(self.last + self.idle, cx)
+                .map(|()| Err(timed_out())),
         }
     }
 }
@@ -247,7 +238,7 @@ impl<I> IdleTimeout<I> {
             clock: IdleClock {
                 idle,
                 last: Instant::now(),
-                timer: Box::pin(tokio::time::sleep(idle)),
+                timer: LazyDeadline::new(Instant::now() + idle),
             },
         }
     }
