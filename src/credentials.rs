@@ -16,6 +16,8 @@ use std::time::SystemTime;
 use base64::Engine as _;
 use http::HeaderValue;
 
+use crate::worker::PerWorker;
+
 /// A secret string: `Debug` and `Display` print a marker, never the value.
 ///
 /// The only way to the value is [`Secret::expose`], so every use is easy to
@@ -107,6 +109,16 @@ impl Credentials {
     /// The `Authorization` value, already marked sensitive.
     pub(crate) fn authorization(&self) -> &HeaderValue {
         &self.authorization
+    }
+
+    /// A copy whose `Authorization` value has memory of its own, for one
+    /// worker (see `worker::own_copy`).
+    fn own_copy(&self) -> Self {
+        Self {
+            username: self.username.clone(),
+            kind: self.kind,
+            authorization: crate::worker::own_copy(&self.authorization),
+        }
     }
 }
 
@@ -249,6 +261,9 @@ impl Watch {
     }
 }
 
+/// A worker's copy of the credentials and the generation it is of.
+type WorkerCopy = (u64, Arc<Credentials>);
+
 /// The current credentials, re-read when their secret file changes, so a
 /// rotated password or token is used from the next request on without a
 /// restart (the lesson of proxies that copied a token once at start-up,
@@ -258,10 +273,16 @@ pub(crate) struct CredentialStore {
     /// variable cannot change under a running process).
     file: Option<PathBuf>,
     state: RwLock<(Option<Fingerprint>, Arc<Credentials>)>,
-    /// The inotify watch on the file's directories, set up by the first
-    /// call made inside a tokio runtime; `None` inside means "not
-    /// available here", and every call then `stat`s the file instead.
-    watch: OnceLock<Option<Watch>>,
+    /// Bumped (under `state`'s write lock) whenever the secret changes.
+    generation: AtomicU64,
+    /// Each worker's own copy of the credentials and the generation it was
+    /// taken at: a request then reads only the shared generation and
+    /// writes only to its own worker's memory.
+    copies: PerWorker<Mutex<Option<WorkerCopy>>>,
+    /// Each worker's inotify watch on the file's directories, registered
+    /// with that worker's reactor by its first call; `None` inside means
+    /// "not available here", and every call then `stat`s the file instead.
+    watches: PerWorker<OnceLock<Option<Watch>>>,
     /// How often the file was looked at (`stat` or read), for tests.
     looks: AtomicU64,
 }
@@ -282,7 +303,9 @@ impl CredentialStore {
         Self {
             file,
             state: RwLock::new((print, Arc::new(credentials))),
-            watch: OnceLock::new(),
+            generation: AtomicU64::new(0),
+            copies: PerWorker::new(Mutex::default),
+            watches: PerWorker::new(OnceLock::new),
             looks: AtomicU64::new(0),
         }
     }
@@ -297,40 +320,58 @@ impl CredentialStore {
     /// (half-way through a rotation) keeps the previous secret in use, with
     /// a warning.
     pub(crate) fn current(&self) -> (Arc<Credentials>, bool) {
-        let Some(path) = &self.file else {
-            return (self.snapshot(), false);
-        };
-        match self.watch(path) {
-            Some(watch) => match watch.changed() {
-                Changed::No => (self.snapshot(), false),
-                Changed::Maybe => {
-                    watch.follow_symlink(path);
-                    self.reload(path, None)
+        let rotated = match &self.file {
+            None => false,
+            Some(path) => match self.watch(path) {
+                Some(watch) => match watch.changed() {
+                    Changed::No => false,
+                    Changed::Maybe => {
+                        watch.follow_symlink(path);
+                        self.reload(path, None)
+                    }
+                },
+                None => {
+                    self.looks.fetch_add(1, Ordering::Relaxed);
+                    let now = fingerprint(path);
+                    let seen = self.state.read().unwrap_or_else(PoisonError::into_inner).0 == now;
+                    !seen && self.reload(path, Some(now))
                 }
             },
-            None => {
-                self.looks.fetch_add(1, Ordering::Relaxed);
-                let now = fingerprint(path);
+        };
+        (self.worker_copy(), rotated)
+    }
+
+    /// This worker's copy of the current credentials, taken again after
+    /// every change.
+    fn worker_copy(&self) -> Arc<Credentials> {
+        let generation = self.generation.load(Ordering::Acquire);
+        let mut copy = self
+            .copies
+            .local()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match &*copy {
+            Some((taken, credentials)) if *taken == generation => credentials.clone(),
+            _ => {
                 let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-                if state.0 == now {
-                    return (state.1.clone(), false);
-                }
-                drop(state);
-                self.reload(path, Some(now))
+                let credentials = Arc::new(state.1.own_copy());
+                *copy = Some((self.generation.load(Ordering::Acquire), credentials.clone()));
+                credentials
             }
         }
     }
 
     /// The live watch, set up on the first call inside a runtime.
     fn watch(&self, path: &Path) -> Option<&Watch> {
-        let watch = match self.watch.get() {
+        let slot = self.watches.local();
+        let watch = match slot.get() {
             Some(watch) => watch,
             // Registering with the reactor needs a runtime; outside one
             // (the sync unit tests) the stat fallback is used and set-up is
             // tried again next time.
             None => {
                 tokio::runtime::Handle::try_current().ok()?;
-                self.watch.get_or_init(|| match Watch::new(path) {
+                slot.get_or_init(|| match Watch::new(path) {
                     Ok(watch) => Some(watch),
                     Err(e) => {
                         tracing::warn!(file = %path.display(), error = %e, "cannot watch the secret file for changes; checking it on every request instead");
@@ -344,28 +385,29 @@ impl CredentialStore {
 
     /// Reads the file again and switches to its secret if it differs.
     /// `seen` is the fingerprint that prompted this, if any.
-    fn reload(&self, path: &Path, seen: Option<Option<Fingerprint>>) -> (Arc<Credentials>, bool) {
+    fn reload(&self, path: &Path, seen: Option<Option<Fingerprint>>) -> bool {
         self.looks.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
         match seen {
             // Another caller reloaded this version meanwhile.
-            Some(now) if state.0 == now => return (state.1.clone(), false),
+            Some(now) if state.0 == now => return false,
             Some(now) => state.0 = now,
             None => state.0 = fingerprint(path),
         }
-        let old = state.1.clone();
+        let old = &state.1;
         match crate::config::read_secret_file(path) {
             Ok(secret) => match Credentials::new(old.username.clone(), old.kind, &secret) {
                 Ok(new) if new.authorization != old.authorization => {
                     tracing::info!(file = %path.display(), "secret file changed; using the new secret, dropping the cached crumb and session");
                     state.1 = Arc::new(new);
-                    (state.1.clone(), true)
+                    self.generation.fetch_add(1, Ordering::Release);
+                    true
                 }
-                _ => (old, false),
+                _ => false,
             },
             Err(problem) => {
                 tracing::warn!(file = %path.display(), %problem, "secret file changed but cannot be used; keeping the previous secret");
-                (old, false)
+                false
             }
         }
     }

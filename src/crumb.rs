@@ -22,6 +22,7 @@ use tokio::time::Instant;
 use crate::body;
 use crate::credentials::Credentials;
 use crate::upstream::{Upstream, UpstreamError};
+use crate::worker::PerWorker;
 
 /// The crumb issuer's JSON is about 150 bytes; anything much larger is not
 /// a crumb answer.
@@ -125,7 +126,9 @@ pub(crate) struct CrumbCache {
     next_id: AtomicU64,
     /// The field name of the last crumb, readable without waiting for a
     /// fetch in flight (a std mutex: never held across an await).
-    field: std::sync::Mutex<Option<HeaderName>>,
+    /// One copy per worker, so that reading it for every request stays on
+    /// the worker's own core.
+    field: PerWorker<std::sync::Mutex<Option<HeaderName>>>,
 }
 
 impl fmt::Debug for CrumbCache {
@@ -146,7 +149,7 @@ impl CrumbCache {
             }),
             attempts: AtomicU64::new(0),
             next_id: AtomicU64::new(1),
-            field: std::sync::Mutex::new(None),
+            field: PerWorker::new(std::sync::Mutex::default),
         }
     }
 
@@ -194,7 +197,12 @@ impl CrumbCache {
                 value,
                 cookie,
             }) => {
-                *self.field.lock().unwrap_or_else(|e| e.into_inner()) = Some(field.clone());
+                for slot in self.field.iter() {
+                    // A name parsed again is one with memory of its own.
+                    let copy = HeaderName::from_bytes(field.as_str().as_bytes())
+                        .unwrap_or_else(|_| field.clone());
+                    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(copy);
+                }
                 let crumb = Arc::new(Crumb {
                     id: self.next_id.fetch_add(1, Ordering::Relaxed),
                     field,
@@ -247,7 +255,11 @@ impl CrumbCache {
     /// The field name Jenkins last asked for, so that a client's copy of a
     /// custom crumb header is stripped too. Never waits.
     pub(crate) fn known_field(&self) -> Option<HeaderName> {
-        self.field.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.field
+            .local()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }
 

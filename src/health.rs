@@ -8,7 +8,7 @@
 //! would shadow a Jenkins path (anchors.md §3.2, aws-sigv4-proxy#201).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +18,15 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+
+use crate::worker::PerWorker;
 
 /// How often the credentials are checked while they are not known good,
 /// and while they are.
@@ -58,12 +60,119 @@ struct KindLabels {
     kind: String,
 }
 
+/// The `method` and `status_class` label values of `requests_total`.
+const METHODS: [&str; 10] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "TRACE", "CONNECT", "other",
+];
+const CLASSES: [&str; 6] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
+
+/// `requests_total`, counted per worker and added up when scraped: a
+/// `Family` would take a lock and bump a counter that every core shares on
+/// every request (see `worker`). Series appear once they count something.
+#[derive(Debug, Clone)]
+struct RequestCounts(Arc<PerWorker<[[AtomicU64; CLASSES.len()]; METHODS.len()]>>);
+
+impl Default for RequestCounts {
+    fn default() -> Self {
+        Self(Arc::new(PerWorker::new(Default::default)))
+    }
+}
+
+impl EncodeMetric for RequestCounts {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        for (m, method) in METHODS.into_iter().enumerate() {
+            for (c, status_class) in CLASSES.into_iter().enumerate() {
+                let total: u64 = self
+                    .0
+                    .iter()
+                    .map(|counts| counts[m][c].load(Ordering::Relaxed))
+                    .sum();
+                if total > 0 {
+                    encoder
+                        .encode_family(&RequestLabels {
+                            method,
+                            status_class,
+                        })?
+                        .encode_counter::<NoLabelSet, _, u64>(&total, None)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Counter
+    }
+}
+
+/// Upper bounds of the `upstream_latency_seconds` buckets (and `+Inf`).
+const LATENCY_BOUNDS: [f64; 12] = [
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// `upstream_latency_seconds`, a histogram kept per worker and added up
+/// when scraped, for the same reason as [`RequestCounts`].
+#[derive(Debug, Clone)]
+struct Latency(Arc<PerWorker<LatencyCounts>>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
+    count: AtomicU64,
+    sum_nanos: AtomicU64,
+}
+
+impl Default for Latency {
+    fn default() -> Self {
+        Self(Arc::new(PerWorker::new(LatencyCounts::default)))
+    }
+}
+
+impl Latency {
+    fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let bucket = LATENCY_BOUNDS
+            .iter()
+            .position(|bound| seconds <= *bound)
+            .unwrap_or(LATENCY_BOUNDS.len());
+        let counts = self.0.local();
+        counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        counts.count.fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
+        counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+    }
+}
+
+impl EncodeMetric for Latency {
+    fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
+        let total = |read: &dyn Fn(&LatencyCounts) -> &AtomicU64| -> u64 {
+            self.0
+                .iter()
+                .map(|counts| read(counts).load(Ordering::Relaxed))
+                .sum()
+        };
+        let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
+            .into_iter()
+            .chain([f64::MAX])
+            .enumerate()
+            .map(|(i, bound)| (bound, total(&|counts| &counts.buckets[i])))
+            .collect();
+        let sum = total(&|counts| &counts.sum_nanos) as f64 / 1e9;
+        encoder.encode_histogram::<NoLabelSet>(sum, total(&|counts| &counts.count), &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
+    }
+}
+
 /// The metrics; cheap to update from any task.
 #[derive(Debug)]
 pub(crate) struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
-    upstream_latency: Histogram,
+    requests: RequestCounts,
+    upstream_latency: Latency,
     crumb_fetches: Counter,
     crumb_retries: Counter,
     jenkins_denials: Family<StatusLabels, Counter>,
@@ -74,15 +183,13 @@ pub(crate) struct Metrics {
 impl Metrics {
     fn new() -> Self {
         let mut registry = Registry::with_prefix("crumb_proxy");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = RequestCounts::default();
         registry.register(
             "requests",
             "Requests answered, by method and status class",
             requests.clone(),
         );
-        let upstream_latency = Histogram::new([
-            0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-        ]);
+        let upstream_latency = Latency::default();
         registry.register(
             "upstream_latency_seconds",
             "Time from sending a request to Jenkins to its response headers",
@@ -131,31 +238,25 @@ impl Metrics {
     }
 
     pub(crate) fn request(&self, method: &Method, status: StatusCode) {
-        const CLASSES: [&str; 6] = ["0xx", "1xx", "2xx", "3xx", "4xx", "5xx"];
         // Extension methods are one label, not one series each.
         let method = match *method {
-            Method::GET => "GET",
-            Method::HEAD => "HEAD",
-            Method::POST => "POST",
-            Method::PUT => "PUT",
-            Method::DELETE => "DELETE",
-            Method::OPTIONS => "OPTIONS",
-            Method::PATCH => "PATCH",
-            Method::TRACE => "TRACE",
-            Method::CONNECT => "CONNECT",
-            _ => "other",
+            Method::GET => 0,
+            Method::HEAD => 1,
+            Method::POST => 2,
+            Method::PUT => 3,
+            Method::DELETE => 4,
+            Method::OPTIONS => 5,
+            Method::PATCH => 6,
+            Method::TRACE => 7,
+            Method::CONNECT => 8,
+            _ => 9,
         };
-        let class = CLASSES[usize::from(status.as_u16() / 100).min(CLASSES.len() - 1)];
-        self.requests
-            .get_or_create(&RequestLabels {
-                method,
-                status_class: class,
-            })
-            .inc();
+        let class = usize::from(status.as_u16() / 100).min(CLASSES.len() - 1);
+        self.requests.0.local()[method][class].fetch_add(1, Ordering::Relaxed);
     }
 
     pub(crate) fn upstream_latency(&self, elapsed: Duration) {
-        self.upstream_latency.observe(elapsed.as_secs_f64());
+        self.upstream_latency.observe(elapsed);
     }
 
     pub(crate) fn crumb_fetch(&self) {

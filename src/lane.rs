@@ -35,18 +35,7 @@ use tokio::time::Instant;
 use crate::body::ProxyBody;
 use crate::timer::LazyDeadline;
 use crate::upstream::{Upstream, UpstreamError};
-
-thread_local! {
-    /// Which server worker this thread is (`server::Workers`); 0 elsewhere.
-    static WORKER: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
-}
-
-/// Marks the current thread as server worker `index`: parked connections
-/// are kept per worker, because a connection's socket is registered with
-/// the reactor of the worker that opened it.
-pub(crate) fn set_worker(index: usize) {
-    WORKER.with(|w| w.set(index));
-}
+use crate::worker::PerWorker;
 
 /// The future that does a connection's I/O; it ends when the connection
 /// closes.
@@ -60,11 +49,12 @@ pub(crate) struct Conn {
 }
 
 /// Idle Jenkins connections left by client connections that ended, newest
-/// last, one list per server worker (see [`set_worker`]). They are not
+/// last, one list per server worker: a connection's socket is registered
+/// with the reactor of the worker that opened it. They are not
 /// polled while parked; one that Jenkins closed meanwhile is noticed (and
 /// dropped) when it is taken.
 pub(crate) struct IdlePool {
-    shards: Box<[Mutex<Parked>]>,
+    shards: PerWorker<Mutex<Parked>>,
     timeout: Duration,
 }
 
@@ -75,16 +65,16 @@ type Parked = Vec<(Instant, Conn)>;
 const MAX_IDLE: usize = 64;
 
 impl IdlePool {
-    pub(crate) fn new(timeout: Duration, workers: usize) -> Self {
+    pub(crate) fn new(timeout: Duration) -> Self {
         Self {
-            shards: (0..workers.max(1)).map(|_| Mutex::default()).collect(),
+            shards: PerWorker::new(Mutex::default),
             timeout,
         }
     }
 
     fn shard(&self) -> std::sync::MutexGuard<'_, Parked> {
-        let index = WORKER.with(std::cell::Cell::get) % self.shards.len();
-        self.shards[index]
+        self.shards
+            .local()
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     }
@@ -121,7 +111,6 @@ impl IdlePool {
 impl std::fmt::Debug for IdlePool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IdlePool")
-            .field("workers", &self.shards.len())
             .field("timeout", &self.timeout)
             .finish()
     }
@@ -343,13 +332,13 @@ mod tests {
                 }),
             }
         };
-        let pool = IdlePool::new(Duration::from_secs(30), 1);
+        let pool = IdlePool::new(Duration::from_secs(30));
         pool.put(conn().await);
         assert_eq!(pool.len(), 1);
         tokio::time::pause();
         tokio::time::advance(Duration::from_secs(31)).await;
         assert!(pool.take().is_none(), "expired");
-        let none = IdlePool::new(Duration::ZERO, 1);
+        let none = IdlePool::new(Duration::ZERO);
         none.put(conn().await);
         assert_eq!(none.len(), 0);
         drop(accept.await.unwrap());

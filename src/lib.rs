@@ -32,6 +32,8 @@
 //!   core, connections, graceful shutdown ([`App`], [`serve`]).
 //! - `telemetry`: the tracing subscriber.
 //! - `timer`: deadlines that only move later, kept in one timer.
+//! - `worker`: which worker a thread is; values kept once per worker, so
+//!   that requests on different cores write to no common memory.
 //!
 //! # Life of a request
 //!
@@ -82,6 +84,7 @@ mod telemetry;
 mod timer;
 mod tls;
 mod upstream;
+mod worker;
 
 pub use check::{check, CheckReport};
 pub use config::{Config, ConfigError, ListenAddr, Overrides};

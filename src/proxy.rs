@@ -36,6 +36,7 @@ use crate::lane::Lane;
 use crate::listener::Peer;
 use crate::rewrite::Roots;
 use crate::upstream::{Upstream, UpstreamError, UpstreamInitError};
+use crate::worker::PerWorker;
 
 /// The text of Jenkins' crumb rejection (`CrumbFilter`:
 /// `sendError(403, "No valid crumb was included in the request")`). It is in
@@ -45,6 +46,9 @@ const CRUMB_REJECTION: &[u8] = b"No valid crumb was included in the request";
 /// How much of a 403 body is read to look for [`CRUMB_REJECTION`]. Jetty's
 /// error page is about 500 bytes.
 const MAX_PEEK_BYTES: usize = 64 * 1024;
+
+/// The roots built for one proxy address (see [`Shared::roots`]).
+type RootsFor = (String, Arc<Roots>);
 
 /// State shared by every connection: built once; what changes (the crumb,
 /// a rotated secret, the learned root URL, readiness) changes behind its
@@ -61,8 +65,8 @@ pub(crate) struct Shared {
     /// root object's `url` says (asked once, when first needed).
     public_url: tokio::sync::OnceCell<Option<String>>,
     /// The roots for the proxy address clients use (nearly always one),
-    /// built once rather than per response.
-    roots: std::sync::RwLock<Option<(String, Arc<Roots>)>>,
+    /// built once per worker rather than per response.
+    roots: PerWorker<std::sync::Mutex<Option<RootsFor>>>,
     /// Whether POSTs carry a crumb at all (`crumb.mode`, resolved against
     /// the kind of secret once).
     crumbs_enabled: bool,
@@ -89,7 +93,7 @@ impl Shared {
                 Some(url) => tokio::sync::OnceCell::new_with(Some(Some(url.clone()))),
                 None => tokio::sync::OnceCell::new(),
             },
-            roots: std::sync::RwLock::new(None),
+            roots: PerWorker::new(std::sync::Mutex::default),
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
         })
@@ -128,7 +132,8 @@ impl Shared {
         if learned {
             let cached = self
                 .roots
-                .read()
+                .local()
+                .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
             if let Some((authority, roots)) = &*cached {
                 if authority == proxy_authority {
@@ -151,7 +156,8 @@ impl Shared {
         if !self.rewrite_api_urls || self.public_url.initialized() {
             *self
                 .roots
-                .write()
+                .local()
+                .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) =
                 Some((proxy_authority.to_owned(), roots.clone()));
         }
@@ -204,8 +210,13 @@ impl Shared {
 }
 
 /// The per-connection service: shared state plus who is calling and where.
+/// Cloned for every request, so it is one reference count of this
+/// connection's own, not one each on the state all workers share.
 #[derive(Debug, Clone)]
-pub(crate) struct Proxy {
+pub(crate) struct Proxy(Arc<Connection>);
+
+#[derive(Debug)]
+struct Connection {
     shared: Arc<Shared>,
     /// This client connection's way to Jenkins.
     lane: Arc<Lane>,
@@ -217,29 +228,29 @@ pub(crate) struct Proxy {
 
 impl Proxy {
     pub(crate) fn new(shared: Arc<Shared>, peer: Peer, authority: Arc<str>) -> Self {
-        Self {
+        Self(Arc::new(Connection {
             shared,
             lane: Arc::default(),
             peer,
             authority,
-        }
+        }))
     }
 
     /// The connection's lane, to be driven beside it and parked after.
     pub(crate) fn lane(&self) -> &Arc<Lane> {
-        &self.lane
+        &self.0.lane
     }
 
     pub(crate) fn upstream(&self) -> &Upstream {
-        &self.shared.upstream
+        &self.0.shared.upstream
     }
 
     pub(crate) fn peer(&self) -> Peer {
-        self.peer
+        self.0.peer
     }
 
     pub(crate) fn metrics(&self) -> &Arc<crate::health::Metrics> {
-        &self.shared.health.metrics
+        &self.0.shared.health.metrics
     }
 }
 
@@ -331,7 +342,7 @@ fn new_request_id() -> HeaderValue {
 /// Runs [`forward`], turns its error into a response, counts and logs the
 /// request in one line.
 async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody> {
-    let (shared, peer) = (&*proxy.shared, proxy.peer);
+    let (shared, peer) = (&*proxy.0.shared, proxy.0.peer);
     let started = Instant::now();
     let method = req.method().clone();
     // For the log line, which shows the path only: Jenkins puts `token=`
@@ -345,7 +356,7 @@ async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let mut note = CrumbNote::None;
-    let result = forward(shared, &proxy.lane, &proxy.authority, req, &mut note).await;
+    let result = forward(shared, &proxy.0.lane, &proxy.0.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let id = request_id.to_str().unwrap_or_default();
     let mut resp = match result {

@@ -111,7 +111,7 @@ impl App {
         // permit before accepting, so further clients wait in the kernel's
         // backlog instead of costing memory here (mini-redis).
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let workers = Workers::start(worker_count())?;
+        let workers = Workers::start(crate::worker::count())?;
         let acceptor = Acceptor {
             app: &self,
             workers: &workers,
@@ -341,7 +341,7 @@ impl Workers {
                     .name(format!("crumb-proxy-worker-{index}"))
                     .spawn(move || {
                         let _logging = tracing::dispatcher::set_default(&dispatch);
-                        crate::lane::set_worker(index);
+                        crate::worker::set_current(index);
                         runtime.block_on(async {
                             let _ = stopped.await;
                         });
@@ -369,12 +369,6 @@ impl Workers {
         })
         .await;
     }
-}
-
-/// How many workers: one per core this process may use (cgroup limits
-/// included), at least one.
-pub(crate) fn worker_count() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
 }
 
 /// Accept errors never end the loop (axum `serve/listener.rs`): errors of

@@ -22,6 +22,7 @@ use crate::body::ProxyBody;
 use crate::config::UpstreamConfig;
 use crate::lane::{Conn, IdlePool};
 use crate::tls;
+use crate::worker::PerWorker;
 
 /// Jenkins' root URL, split once at start-up so the request path never
 /// parses it again.
@@ -218,7 +219,9 @@ pub(crate) struct Upstream {
     connect_uri: Uri,
     idle: IdlePool,
     base: BaseUrl,
-    host: HeaderValue,
+    /// A copy per worker: cloning it for every request bumps a reference
+    /// count, which then stays on the worker's own core.
+    host: PerWorker<HeaderValue>,
     response_timeout: Duration,
 }
 
@@ -283,9 +286,9 @@ impl Upstream {
             client,
             connector,
             connect_uri,
-            idle: IdlePool::new(config.pool_idle_timeout, crate::server::worker_count()),
+            idle: IdlePool::new(config.pool_idle_timeout),
             base: config.base.clone(),
-            host,
+            host: PerWorker::new(|| crate::worker::own_copy(&host)),
             response_timeout: config.response_timeout,
         })
     }
@@ -302,7 +305,7 @@ impl Upstream {
     /// The `Host` header value for Jenkins: the upstream's authority, never
     /// the one the local client used.
     pub(crate) fn host(&self) -> &HeaderValue {
-        &self.host
+        self.host.local()
     }
 
     /// Parked idle connections of client lanes.

@@ -1,0 +1,129 @@
+//! Which server worker a thread is, and values kept once per worker.
+//!
+//! The proxy serves connections on one single-threaded runtime per core
+//! (`server::Workers`). Whatever every request writes to, be it a counter,
+//! a lock word or a reference count, is a cache line that the cores would
+//! otherwise pass back and forth on every request; profiles under load
+//! showed those shared writes among the hottest instructions of the request
+//! path. This module owns the worker index of the current thread and
+//! [`PerWorker`], a value kept once per worker on cache lines of its own, so
+//! that a request writes only to memory its own core owns. Threads that are
+//! not workers (the main runtime with the health listener, tests) share one
+//! extra slot.
+
+use std::cell::Cell;
+
+thread_local! {
+    /// 0 on threads that are not workers; worker `i` is `i + 1`.
+    static SLOT: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Marks the current thread as server worker `index` (counted from 0).
+pub(crate) fn set_current(index: usize) {
+    SLOT.with(|slot| slot.set(index + 1));
+}
+
+/// How many workers serve connections: one per core this process may use
+/// (cgroup limits included), at least one.
+pub(crate) fn count() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+/// Two cache lines: adjacent-line prefetchers fetch lines in pairs.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Padded<T>(T);
+
+/// One `T` per worker plus one for every other thread, each on cache lines
+/// of its own.
+#[derive(Debug)]
+pub(crate) struct PerWorker<T> {
+    slots: Box<[Padded<T>]>,
+}
+
+impl<T> PerWorker<T> {
+    /// A value for each of [`count`] workers and for other threads, each
+    /// made by `make`.
+    pub(crate) fn new(make: impl FnMut() -> T) -> Self {
+        Self::with_workers(count(), make)
+    }
+
+    /// As [`PerWorker::new`], for `workers` workers.
+    pub(crate) fn with_workers(workers: usize, mut make: impl FnMut() -> T) -> Self {
+        Self {
+            slots: (0..=workers).map(|_| Padded(make())).collect(),
+        }
+    }
+
+    /// This thread's value. (A worker index beyond the count, which only a
+    /// test that builds its own workers could produce, wraps around.)
+    pub(crate) fn local(&self) -> &T {
+        let slot = SLOT.with(Cell::get) % self.slots.len();
+        &self.slots[slot].0
+    }
+
+    /// Every value, for totals and for changes that reach every worker.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|padded| &padded.0)
+    }
+}
+
+/// A copy of `value` in memory of its own, for a [`PerWorker`] slot: a
+/// clone shares its original's reference count, a copy does not.
+pub(crate) fn own_copy(value: &http::HeaderValue) -> http::HeaderValue {
+    let mut copy =
+        http::HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(value.as_bytes()))
+            .unwrap_or_else(|_| value.clone());
+    copy.set_sensitive(value.is_sensitive());
+    copy
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn each_worker_thread_has_its_own_value() {
+        let counts = std::sync::Arc::new(PerWorker::with_workers(2, || AtomicUsize::new(0)));
+        let threads: Vec<_> = (0..2)
+            .map(|index| {
+                let counts = counts.clone();
+                std::thread::spawn(move || {
+                    set_current(index);
+                    for _ in 0..=index {
+                        counts.local().fetch_add(1, Ordering::Relaxed);
+                    }
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        counts.local().fetch_add(10, Ordering::Relaxed);
+        let values: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        assert_eq!(values, [10, 1, 2]);
+    }
+
+    #[test]
+    fn own_copy_is_equal_but_not_shared() {
+        let mut original = http::HeaderValue::from_str("Basic YWxpY2U6cHc=").unwrap();
+        original.set_sensitive(true);
+        let copy = own_copy(&original);
+        assert_eq!(copy, original);
+        assert!(copy.is_sensitive());
+        assert_ne!(copy.as_bytes().as_ptr(), original.as_bytes().as_ptr());
+    }
+
+    #[test]
+    fn values_do_not_share_cache_lines() {
+        let values = PerWorker::with_workers(3, || 0u8);
+        let addresses: Vec<usize> = values
+            .iter()
+            .map(|v| std::ptr::from_ref(v) as usize)
+            .collect();
+        for pair in addresses.windows(2) {
+            assert!(pair[1] - pair[0] >= 128, "{addresses:?}");
+        }
+    }
+}
