@@ -473,6 +473,51 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Each worker uses its own copy of the credentials (see `worker`), and
+    /// a rotation that one worker notices reaches the others' next calls.
+    #[test]
+    fn workers_use_own_copies_and_all_see_a_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "first-secret\n").unwrap();
+        let store = Arc::new(CredentialStore::new(
+            token("first-secret"),
+            Some(file.clone()),
+        ));
+        let on_worker = |index: usize| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                crate::worker::set_current(index);
+                store.current().0
+            })
+            .join()
+            .unwrap()
+        };
+        let (zero, one) = (on_worker(0), on_worker(1));
+        assert_eq!(zero.authorization(), one.authorization());
+        assert_ne!(
+            zero.authorization().as_bytes().as_ptr(),
+            one.authorization().as_bytes().as_ptr(),
+            "each worker has memory of its own"
+        );
+        assert!(zero.authorization().is_sensitive());
+
+        std::fs::write(&file, "second-secret-longer\n").unwrap();
+        let (rotated, changed) = store.current();
+        assert!(changed);
+        assert_eq!(
+            rotated.authorization(),
+            token("second-secret-longer").authorization()
+        );
+        for index in 0..2 {
+            assert_eq!(
+                on_worker(index).authorization(),
+                rotated.authorization(),
+                "worker {index} still uses the old secret"
+            );
+        }
+    }
+
     fn token(secret: &str) -> Credentials {
         Credentials::new(
             "alice".into(),

@@ -154,7 +154,7 @@ impl EncodeMetric for Latency {
         };
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
             .into_iter()
-            .chain([f64::MAX])
+            .chain([f64::INFINITY])
             .enumerate()
             .map(|(i, bound)| (bound, total(&|counts| &counts.buckets[i])))
             .collect();
@@ -456,5 +456,57 @@ pub async fn probe(url: &str, timeout: Duration) -> Result<u16, String> {
         Ok(Ok(resp)) => Ok(resp.status().as_u16()),
         Ok(Err(e)) => Err(e.to_string()),
         Err(_) => Err(format!("no answer within {}s", timeout.as_secs())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Counts from different workers add up in one series each; a series
+    /// appears once it counts something; the histogram's buckets are
+    /// cumulative up to `+Inf`.
+    #[test]
+    fn per_worker_counts_add_up_when_scraped() {
+        let metrics = Arc::new(Metrics::new());
+        let threads: Vec<_> = (0..2)
+            .map(|index| {
+                let metrics = metrics.clone();
+                std::thread::spawn(move || {
+                    crate::worker::set_current(index);
+                    metrics.request(&Method::GET, StatusCode::OK);
+                    metrics.upstream_latency(Duration::from_millis(if index == 0 {
+                        3
+                    } else {
+                        40
+                    }));
+                })
+            })
+            .collect();
+        for thread in threads {
+            thread.join().unwrap();
+        }
+        metrics.request(
+            &Method::from_bytes(b"PROPFIND").unwrap(),
+            StatusCode::NOT_FOUND,
+        );
+        let text = metrics.encode();
+        for line in [
+            "crumb_proxy_requests_total{method=\"GET\",status_class=\"2xx\"} 2\n",
+            "crumb_proxy_requests_total{method=\"other\",status_class=\"4xx\"} 1\n",
+            "crumb_proxy_upstream_latency_seconds_bucket{le=\"0.005\"} 1\n",
+            "crumb_proxy_upstream_latency_seconds_bucket{le=\"0.025\"} 1\n",
+            "crumb_proxy_upstream_latency_seconds_bucket{le=\"0.05\"} 2\n",
+            "crumb_proxy_upstream_latency_seconds_bucket{le=\"+Inf\"} 2\n",
+            "crumb_proxy_upstream_latency_seconds_count 2\n",
+            "crumb_proxy_upstream_latency_seconds_sum 0.043\n",
+        ] {
+            assert!(text.contains(line), "no {line:?} in:\n{text}");
+        }
+        assert_eq!(
+            text.matches("crumb_proxy_requests_total{").count(),
+            2,
+            "{text}"
+        );
     }
 }
