@@ -71,6 +71,7 @@ impl Roots {
             patterns: self.patterns.clone(),
             longest: self.longest,
             carry: BytesMut::new(),
+            next_at: vec![usize::MAX; self.patterns.len()],
             trailers: None,
             done: false,
         }
@@ -94,61 +95,80 @@ pin_project_lite::pin_project! {
         patterns: Arc<[Pattern]>,
         longest: usize,
         carry: BytesMut,
+        next_at: Vec<usize>,
         // Trailers wait until the held-back bytes have gone out.
         trailers: Option<http::HeaderMap>,
         done: bool,
     }
 }
 
-/// Replaces matches in `carry`; keeps back the tail that could still be the
-/// start of a match unless `last`.
-fn replace(patterns: &[Pattern], longest: usize, carry: &mut BytesMut, last: bool) -> Bytes {
-    let data = carry.split().freeze();
-    let mut out = BytesMut::with_capacity(data.len());
+/// Replaces matches in what `carry` held back followed by `data`, and
+/// keeps back the tail that could still be the start of a match unless
+/// `last`. Without anything held back the chunk is scanned where it lies,
+/// and goes out uncopied when nothing in it matches. `next_at` is scratch
+/// space, one slot per pattern.
+fn replace(
+    patterns: &[Pattern],
+    longest: usize,
+    next_at: &mut [usize],
+    carry: &mut BytesMut,
+    data: Bytes,
+    last: bool,
+) -> Bytes {
+    let text = if carry.is_empty() {
+        data
+    } else {
+        carry.extend_from_slice(&data);
+        carry.split().freeze()
+    };
     // Matches may only start where a whole pattern of any length still
     // fits, so a short root is never taken for the start of a longer one
     // that the next chunk would complete.
     let safe_end = if last {
-        data.len()
+        text.len()
     } else {
-        data.len().saturating_sub(longest - 1)
+        text.len().saturating_sub(longest - 1)
     };
     // Where each pattern next occurs at or after `pos` (usize::MAX: not
     // again), so each is searched for once per occurrence, not once per
     // match of any pattern.
     let find = |p: &Pattern, from: usize| {
         p.finder
-            .find(&data[from..])
+            .find(&text[from..])
             .map_or(usize::MAX, |at| from + at)
     };
-    let mut next_at: Vec<usize> = patterns.iter().map(|p| find(p, 0)).collect();
+    for (at, p) in next_at.iter_mut().zip(patterns) {
+        *at = find(p, 0);
+    }
+    let mut out: Option<BytesMut> = None;
     let mut pos = 0;
     while pos < safe_end {
         let next = patterns
             .iter()
-            .zip(&next_at)
-            .filter(|(p, at)| **at < safe_end && **at + p.len <= data.len())
+            .zip(&*next_at)
+            .filter(|(p, at)| **at < safe_end && **at + p.len <= text.len())
             .min_by(|(p, a), (q, b)| a.cmp(b).then(q.len.cmp(&p.len)));
-        match next {
-            Some((p, &at)) => {
-                out.extend_from_slice(&data[pos..at]);
-                out.extend_from_slice(&p.to);
-                pos = at + p.len;
-                for (p, at) in patterns.iter().zip(&mut next_at) {
-                    if *at < pos {
-                        *at = find(p, pos);
-                    }
-                }
+        let Some((p, &at)) = next else { break };
+        let out = out.get_or_insert_with(|| BytesMut::with_capacity(text.len() + 64));
+        out.extend_from_slice(&text[pos..at]);
+        out.extend_from_slice(&p.to);
+        pos = at + p.len;
+        for (p, at) in patterns.iter().zip(&mut *next_at) {
+            if *at < pos {
+                *at = find(p, pos);
             }
-            None => break,
         }
     }
     let emit_to = pos.max(safe_end);
-    if emit_to > pos {
-        out.extend_from_slice(&data[pos..emit_to]);
+    carry.extend_from_slice(&text[emit_to..]);
+    match out {
+        // Nothing matched, so nothing moved: `pos` is still 0.
+        None => text.slice(..emit_to),
+        Some(mut out) => {
+            out.extend_from_slice(&text[pos..emit_to]);
+            out.freeze()
+        }
     }
-    carry.extend_from_slice(&data[emit_to..]);
-    out.freeze()
 }
 
 impl<B> Body for Rewrite<B>
@@ -167,33 +187,31 @@ where
             if *this.done {
                 return Poll::Ready(this.trailers.take().map(|t| Ok(Frame::trailers(t))));
             }
-            match this.inner.as_mut().poll_frame(cx) {
+            let (data, last) = match this.inner.as_mut().poll_frame(cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
                 Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
-                    Ok(data) => {
-                        this.carry.extend_from_slice(&data);
-                        let out = replace(this.patterns, *this.longest, this.carry, false);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
-                    }
+                    // A body that knows this was its last chunk (one with a
+                    // length) ends here, in the same frame.
+                    Ok(data) => (data, this.inner.is_end_stream()),
                     Err(frame) => {
                         *this.trailers = frame.into_trailers().ok();
-                        *this.done = true;
-                        let out = replace(this.patterns, *this.longest, this.carry, true);
-                        if !out.is_empty() {
-                            return Poll::Ready(Some(Ok(Frame::data(out))));
-                        }
+                        (Bytes::new(), true)
                     }
                 },
-                Poll::Ready(None) => {
-                    *this.done = true;
-                    let out = replace(this.patterns, *this.longest, this.carry, true);
-                    if !out.is_empty() {
-                        return Poll::Ready(Some(Ok(Frame::data(out))));
-                    }
-                }
+                Poll::Ready(None) => (Bytes::new(), true),
+            };
+            *this.done = last;
+            let out = replace(
+                this.patterns,
+                *this.longest,
+                this.next_at,
+                this.carry,
+                data,
+                last,
+            );
+            if !out.is_empty() {
+                return Poll::Ready(Some(Ok(Frame::data(out))));
             }
         }
     }
@@ -214,8 +232,11 @@ mod tests {
     use http_body_util::BodyExt;
     use std::collections::VecDeque;
 
+    /// A body of the given chunks. With `knows_end` it says so after its
+    /// last chunk, as a body with a `Content-Length` does; without, the end
+    /// shows only when it is polled once more (chunked).
     #[derive(Debug)]
-    struct Chunks(VecDeque<Bytes>);
+    struct Chunks(VecDeque<Bytes>, bool);
 
     impl Body for Chunks {
         type Data = Bytes;
@@ -225,6 +246,10 @@ mod tests {
             _: &mut Context<'_>,
         ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
             Poll::Ready(self.0.pop_front().map(|b| Ok(Frame::data(b))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.1 && self.0.is_empty()
         }
     }
 
@@ -239,15 +264,26 @@ mod tests {
         )
     }
 
-    async fn run(chunks: &[&str]) -> String {
-        let body = Chunks(
+    fn chunks(chunks: &[&str], knows_end: bool) -> Chunks {
+        Chunks(
             chunks
                 .iter()
                 .map(|c| Bytes::copy_from_slice(c.as_bytes()))
                 .collect(),
-        );
-        let out = roots().wrap(body).collect().await.unwrap().to_bytes();
-        String::from_utf8(out.to_vec()).unwrap()
+            knows_end,
+        )
+    }
+
+    /// The rewritten body, the same whether or not the body knows its end.
+    async fn run(parts: &[&str]) -> String {
+        let mut outs = Vec::new();
+        for knows_end in [false, true] {
+            let body = chunks(parts, knows_end);
+            let out = roots().wrap(body).collect().await.unwrap().to_bytes();
+            outs.push(String::from_utf8(out.to_vec()).unwrap());
+        }
+        assert_eq!(outs[0], outs[1], "with and without a known end");
+        outs.pop().unwrap()
     }
 
     const DOC: &str = r#"{"jobs":[{"url":"http://ci.example.com/jenkins/job/a/"},{"url":"http://127.0.0.1:8181/jenkins/job/b/"}],"url":"http://127.0.0.1:9000/jenkins/","other":"http://example.org/jenkins/"}"#;
@@ -280,10 +316,28 @@ mod tests {
         assert_eq!(run(&refs).await, WANT);
     }
 
+    /// A body that knows its end goes out in as many frames as it came,
+    /// ending with its last one; a chunk without a match is not copied.
+    #[tokio::test]
+    async fn known_end_costs_no_extra_frame_and_no_copy() {
+        let mut body = roots().wrap(chunks(&[DOC], true));
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame, WANT);
+        assert!(body.is_end_stream(), "ended with its one frame");
+        assert!(body.frame().await.is_none());
+
+        let plain = Bytes::from_static(b"{\"url\":\"http://example.org/\"}");
+        let mut body = roots().wrap(Chunks([plain.clone()].into_iter().collect(), true));
+        let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(frame.as_ptr(), plain.as_ptr(), "passed through uncopied");
+        assert!(body.is_end_stream());
+    }
+
     #[tokio::test]
     async fn holds_back_no_more_than_a_root() {
         let mut body = roots().wrap(Chunks(
             [Bytes::from(vec![b'x'; 10_000])].into_iter().collect(),
+            false,
         ));
         let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
         assert!(first.len() >= 10_000 - "http://ci.example.com/jenkins/".len());
