@@ -1062,7 +1062,7 @@ fn policy_from_raw(
         read_only,
         rules,
         allowed_origins,
-        allowed_hosts,
+        allowed_hosts: allowed_hosts.into_iter().collect(),
         client_token,
     })
 }

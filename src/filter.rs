@@ -11,7 +11,6 @@
 //! outside the user's rules, matched on the canonical path (`canonical`).
 //! It never touches the upstream and never decides about crumbs.
 
-use std::collections::HashSet;
 use std::fmt;
 
 use http::header::{self, HeaderMap, HeaderName};
@@ -226,6 +225,26 @@ const BUILTINS: &[Builtin] = &[
     },
 ];
 
+/// Host names the proxy answers to: a handful, so comparing each costs
+/// less than hashing the one asked about (SipHash, on every request).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HostNames(Box<[String]>);
+
+impl HostNames {
+    pub(crate) fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|host| host == name)
+    }
+}
+
+impl FromIterator<String> for HostNames {
+    fn from_iter<I: IntoIterator<Item = String>>(names: I) -> Self {
+        let mut names: Vec<String> = names.into_iter().collect();
+        names.sort_unstable();
+        names.dedup();
+        Self(names.into())
+    }
+}
+
 /// Everything the policy needs, built once from the config.
 pub(crate) struct Policy {
     pub(crate) read_only: bool,
@@ -233,7 +252,7 @@ pub(crate) struct Policy {
     /// Exact `Origin` values allowed (lower case, no trailing slash).
     pub(crate) allowed_origins: Vec<String>,
     /// Host names (port stripped, lower case) the proxy answers to.
-    pub(crate) allowed_hosts: HashSet<String>,
+    pub(crate) allowed_hosts: HostNames,
     pub(crate) client_token: Option<Secret>,
 }
 
