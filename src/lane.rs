@@ -251,7 +251,8 @@ impl Lane {
             let (mut sender, was_reused) = match reused {
                 Some(sender) => (sender, true),
                 None => {
-                    let conn = upstream.connect().await?;
+                    // Boxed: once per connection, not in every request's state.
+                    let conn = Box::pin(upstream.connect()).await?;
                     self.lock().install(conn.driver);
                     (conn.sender, false)
                 }

@@ -117,7 +117,9 @@ impl Shared {
     async fn credentials(&self) -> Arc<Credentials> {
         let (credentials, rotated) = self.credentials.current();
         if rotated {
-            self.crumbs.clear().await;
+            // Boxed, here and on the other rare paths of a request: an
+            // inline future would make every request's state that large.
+            Box::pin(self.crumbs.clear()).await;
             self.health.set_credentials(CredentialState::Unknown);
         }
         credentials
@@ -147,7 +149,7 @@ impl Shared {
             roots.push(format!("http://{proxy_authority}{}/", base.prefix()));
         }
         if self.rewrite_api_urls {
-            if let Some(Some(public)) = self.public_url().await {
+            if let Some(Some(public)) = Box::pin(self.public_url()).await {
                 roots.push(public.clone());
             }
         }
@@ -198,7 +200,7 @@ impl Shared {
                 let deadline = started + self.upstream.response_timeout();
                 lane.send_by(&self.upstream, req, deadline).await?
             }
-            None => self.upstream.send(req).await?,
+            None => Box::pin(self.upstream.send(req)).await?,
         };
         self.health.metrics.upstream_latency(started.elapsed());
         self.health.metrics.jenkins_status(resp.status());
@@ -503,7 +505,7 @@ async fn forward(
     // 3. Send: POSTs through the crumb path (Jenkins' `CrumbFilter` checks
     //    only POST), everything else streamed straight through.
     let mut resp = if outgoing.method == Method::POST && shared.crumbs_enabled {
-        send_with_crumb(shared, lane, &outgoing, incoming, note).await?
+        Box::pin(send_with_crumb(shared, lane, &outgoing, incoming, note)).await?
     } else {
         let lane = client_upgrade.is_none().then_some(lane);
         let mut resp = shared
