@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
@@ -260,7 +260,9 @@ async fn serve_connection<I>(
     let lane = service.lane().clone();
     let proxy = service.clone();
     let conn = http1::Builder::new()
-        .timer(TokioTimer::new())
+        // The header-read timeout on one timer per connection, not a new
+        // one per request (see `timer::HeadTimer`).
+        .timer(crate::timer::HeadTimer::new())
         // Counted from when the proxy starts waiting for a request head, so
         // it also bounds a keep-alive connection's wait for the next one.
         .header_read_timeout(limits.header_read_timeout)

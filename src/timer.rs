@@ -2,9 +2,10 @@
 //!
 //! Resetting a tokio timer is a timer-wheel update. A deadline that moves
 //! on every read or write (idleness) or every request (the response
-//! timeout) would pay that each time; [`LazyDeadline`] keeps its timer where
-//! it was and moves it only when it fires before the current deadline,
-//! which is correct as long as deadlines never move earlier.
+//! timeout, the header-read timeout) would pay that each time;
+//! [`LazyDeadline`] keeps its timer where it was and moves it only when it
+//! fires before the current deadline, which is correct as long as deadlines
+//! never move earlier. [`HeadTimer`] gives hyper's header-read timeout one.
 
 use std::future::Future as _;
 use std::pin::Pin;
@@ -41,3 +42,68 @@ impl LazyDeadline {
         }
     }
 }
+
+/// hyper's header-read timeout for one client connection, on one
+/// [`LazyDeadline`].
+///
+/// hyper asks its timer for a new sleep for every request head it starts
+/// to read and drops it once the head is in; with `hyper_util`'s
+/// `TokioTimer` each one is an allocation of a tokio timer that goes into
+/// the timer wheel and out again, per request. The deadlines of one
+/// connection's heads only move later (each is "now + the timeout"), so
+/// they can share one timer that is moved only when it fires early.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadTimer {
+    deadline: std::sync::Arc<std::sync::Mutex<Option<LazyDeadline>>>,
+}
+
+impl HeadTimer {
+    pub(crate) fn new() -> Self {
+        Self {
+            deadline: std::sync::Arc::default(),
+        }
+    }
+}
+
+// hyper's `Timer` speaks `std::time::Instant`; the clock read is tokio's,
+// so that tests that pause time see hyper's deadlines move with it.
+#[allow(clippy::disallowed_types)]
+impl hyper::rt::Timer for HeadTimer {
+    fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        self.sleep_until((Instant::now() + duration).into_std())
+    }
+
+    fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
+        Box::pin(HeadSleep {
+            timer: self.clone(),
+            deadline: Instant::from_std(deadline),
+        })
+    }
+
+    fn now(&self) -> std::time::Instant {
+        Instant::now().into_std()
+    }
+}
+
+/// One head's deadline on its connection's shared timer.
+struct HeadSleep {
+    timer: HeadTimer,
+    deadline: Instant,
+}
+
+impl std::future::Future for HeadSleep {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut shared = self
+            .timer
+            .deadline
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        shared
+            .get_or_insert_with(|| LazyDeadline::new(self.deadline))
+            .poll_passed(self.deadline, cx)
+    }
+}
+
+impl hyper::rt::Sleep for HeadSleep {}

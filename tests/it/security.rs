@@ -402,6 +402,67 @@ async fn read_until_closed(stream: &mut TcpStream, within: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// On a kept-alive connection the header-read timeout counts anew for each
+/// request head, from when the proxy starts waiting for it (right after
+/// the previous answer): heads that keep coming for longer than the timeout
+/// in all are served, and a half head after them is cut off once the
+/// timeout has passed since the last answer (the proxy keeps one timer per
+/// connection and moves it; moved wrongly, this either cuts the connection
+/// off during the requests or too late).
+#[tokio::test]
+async fn header_read_timeout_counts_per_head() {
+    let jenkins = jenkins().await;
+    let extra = Extra {
+        tail: "[limits]\nheader_read_timeout_secs = 1\nidle_timeout_secs = 30".into(),
+        ..Extra::default()
+    };
+    let proxy = proxy_with(&jenkins, extra).await;
+    let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+    let mut answered = tokio::time::Instant::now();
+    // HEAD: the answer ends with its head, so it can be read without
+    // parsing a body.
+    for round in 0..6 {
+        conn.write_all(b"HEAD /api/json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = Vec::new();
+        while !head.ends_with(b"\r\n\r\n") {
+            let mut byte = [0u8; 1];
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut byte))
+                .await
+                .expect("an answer in time")
+                .unwrap();
+            assert_eq!(
+                n,
+                1,
+                "closed in round {round}: {}",
+                String::from_utf8_lossy(&head)
+            );
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        answered = tokio::time::Instant::now();
+        tokio::time::sleep(Duration::from_millis(400)).await;
+    }
+    conn.write_all(b"GET /api/json HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let response = read_until_closed(&mut conn, Duration::from_secs(5)).await;
+    let waited = answered.elapsed();
+    assert!(!response.starts_with("HTTP/1.1 2"), "{response}");
+    assert!(
+        (Duration::from_millis(900)..Duration::from_millis(2500)).contains(&waited),
+        "cut off {waited:?} after the last answer; the timeout is 1 s"
+    );
+    assert_eq!(jenkins.requests().len(), 6);
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
 /// A request head over `limits.max_header_bytes` gets 431.
 #[tokio::test]
 async fn oversized_headers_get_431() {
