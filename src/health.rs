@@ -117,9 +117,10 @@ struct Latency(Arc<PerWorker<LatencyCounts>>);
 
 #[derive(Debug, Default)]
 struct LatencyCounts {
-    /// Observations per bucket (not cumulative); the last is `+Inf`.
+    /// Observations per bucket (not cumulative); the last is `+Inf`. Their
+    /// sum is the count, so a scrape never shows a count that disagrees
+    /// with the buckets.
     buckets: [AtomicU64; LATENCY_BOUNDS.len() + 1],
-    count: AtomicU64,
     sum_nanos: AtomicU64,
 }
 
@@ -138,7 +139,6 @@ impl Latency {
             .unwrap_or(LATENCY_BOUNDS.len());
         let counts = self.0.local();
         counts.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        counts.count.fetch_add(1, Ordering::Relaxed);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         counts.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
@@ -158,8 +158,9 @@ impl EncodeMetric for Latency {
             .enumerate()
             .map(|(i, bound)| (bound, total(&|counts| &counts.buckets[i])))
             .collect();
+        let count = buckets.iter().map(|(_, n)| n).sum();
         let sum = total(&|counts| &counts.sum_nanos) as f64 / 1e9;
-        encoder.encode_histogram::<NoLabelSet>(sum, total(&|counts| &counts.count), &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
