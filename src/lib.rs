@@ -10,7 +10,8 @@
 //!
 //! # Layout
 //!
-//! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]).
+//! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]);
+//!   `config/` holds the `[listen]` and `[policy]` sections and secret loading.
 //! - `canonical`: canonical request paths and rule patterns.
 //! - `check`: asking Jenkins who we are (`crumb-proxy check`, readiness).
 //! - `filter`: the security policy (client token, Host, browsers, rules).

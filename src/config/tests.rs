@@ -1,0 +1,376 @@
+//! Tests of configuration parsing and validation.
+
+use super::*;
+
+struct Dir(PathBuf);
+
+impl Dir {
+    fn new(name: &str) -> Self {
+        let dir =
+            std::env::temp_dir().join(format!("crumb-proxy-config-{name}-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("pw"), "s3cr3t-pw\n").unwrap();
+        fs::write(dir.join("token"), "11aa22bb33cc\r\n").unwrap();
+        fs::write(dir.join("empty"), "\n").unwrap();
+        Self(dir)
+    }
+}
+
+impl Drop for Dir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+const BASE: &str = r#"
+    [upstream]
+    url = "http://127.0.0.1:8080/jenkins/"
+    [credentials]
+    username = "alice"
+"#;
+
+fn load(dir: &Dir, extra: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_str(&format!("{BASE}\n{extra}"), &dir.0)
+}
+
+#[test]
+fn defaults_and_secret_file_relative_to_config() {
+    let dir = Dir::new("defaults");
+    let c = load(&dir, "password_file = \"pw\"").unwrap();
+    assert_eq!(
+        c.listen.addr,
+        ListenAddr::Tcp("127.0.0.1:8181".parse().unwrap())
+    );
+    assert_eq!(c.listen.socket_mode, 0o600);
+    assert!(c.policy.allowed_hosts.contains("localhost"));
+    assert!(!c.policy.read_only);
+    assert_eq!(c.crumb.mode, CrumbMode::Auto);
+    assert_eq!(c.crumb.max_idle, Duration::from_secs(1500));
+    assert_eq!(c.crumb.replay_body_max_bytes, 1 << 20);
+    assert_eq!(c.credentials.kind(), SecretKind::Password);
+    // base64("alice:s3cr3t-pw"): the trailing newline is not part of it.
+    assert_eq!(
+        c.credentials.current().0.authorization().clone(),
+        "Basic YWxpY2U6czNjcjN0LXB3"
+    );
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("s3cr3t-pw") && !debug.contains("YWxpY2U6czNjcjN0LXB3"));
+}
+
+#[test]
+fn token_with_crlf_is_trimmed() {
+    let dir = Dir::new("token");
+    let c = load(&dir, "api_token_file = \"token\"").unwrap();
+    assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
+    assert_eq!(
+        c.credentials.current().0.authorization().clone(),
+        "Basic YWxpY2U6MTFhYTIyYmIzM2Nj"
+    );
+}
+
+/// Each refused configuration names the key (and the value where there
+/// is one) in its message.
+#[test]
+fn errors_name_key_and_fix() {
+    let dir = Dir::new("errors");
+    let cases: &[(&str, &str, &[&str])] = &[
+        (
+            "",
+            "password = \"x\"",
+            &["credentials.password", "password_file"],
+        ),
+        (
+            "",
+            "api_token = \"x\"",
+            &["credentials.api_token", "api_token_env"],
+        ),
+        ("", "", &["credentials.password_file", "api_token_file"]),
+        (
+            "",
+            "password_file = \"pw\"\napi_token_env = \"X\"",
+            &["password_file and api_token_env"],
+        ),
+        (
+            "",
+            "password_file = \"missing\"",
+            &["credentials.password_file", "missing", "create it"],
+        ),
+        (
+            "",
+            "password_file = \"empty\"",
+            &["credentials.password_file", "empty"],
+        ),
+        (
+            "",
+            "password_env = \"CRUMB_PROXY_TEST_SURELY_UNSET\"",
+            &["CRUMB_PROXY_TEST_SURELY_UNSET", "not set"],
+        ),
+        (
+            "[listen]\naddress = \"8181\"",
+            "password_file = \"pw\"",
+            &["listen.address", "\"8181\"", "bare port"],
+        ),
+        (
+            "[listen]\naddress = \"0.0.0.0:8181\"",
+            "password_file = \"pw\"",
+            &["listen.address", "0.0.0.0:8181", "allow_remote"],
+        ),
+        (
+            "[listen]\naddress = \"nowhere\"",
+            "password_file = \"pw\"",
+            &["listen.address", "HOST:PORT"],
+        ),
+        (
+            "[crumb]\nmode = \"sometimes\"",
+            "password_file = \"pw\"",
+            &["crumb.mode", "sometimes", "always"],
+        ),
+        (
+            "[crumb]\nmax_idle_secs = 0",
+            "password_file = \"pw\"",
+            &["crumb.max_idle_secs", "at least 1"],
+        ),
+        (
+            "[listen]\nadress = \"x\"",
+            "password_file = \"pw\"",
+            &["adress"],
+        ),
+    ];
+    for (before, creds, needles) in cases {
+        let text = format!("{before}\n{BASE}\n{creds}");
+        let err = Config::from_toml_str(&text, &dir.0)
+            .unwrap_err()
+            .to_string();
+        for needle in *needles {
+            assert!(err.contains(needle), "{creds:?}: {err:?} lacks {needle:?}");
+        }
+        assert!(!err.contains("s3cr3t"), "{err}");
+    }
+}
+
+/// A rule that could never match, or never take effect, is refused
+/// with the rule's index and why (a filter that silently does nothing
+/// is how kubectl's `--reject-methods` failed, anchors.md §3.1).
+#[test]
+fn rules_that_can_never_match_are_config_errors() {
+    let dir = Dir::new("rules");
+    let rule = |body: &str| format!("password_file = \"pw\"\n[[policy.rules]]\n{body}");
+    for (body, needles) in [
+        ("action = \"allow\"\npath = \"job/x\"", &["policy.rules[0]", "start with /"][..]),
+        ("action = \"deny\"\npath = \"/Job/x\"", &["lower case", "/job/x"]),
+        ("action = \"deny\"\npath = \"/job/x*\"", &["whole segments"]),
+        ("action = \"deny\"\npath = \"/job/%78\"", &["decoded"]),
+        ("action = \"deny\"\npath = \"/job/../x\"", &["`..`"]),
+        ("action = \"deny\"\npath = \"/a//b\"", &["empty segment"]),
+        ("action = \"deny\"\nmethods = []\npath = \"/x\"", &["methods = []"]),
+        ("action = \"deny\"\nmethods = [\"post\"]\npath = \"/x\"", &["upper-case"]),
+        ("action = \"deny\"\nmethods = [\"CONNECT\"]\npath = \"/x\"", &["CONNECT"]),
+        ("action = \"block\"\npath = \"/x\"", &["\"allow\" or \"deny\""]),
+        (
+            "action = \"deny\"\npath = \"/**\"\n[[policy.rules]]\naction = \"allow\"\npath = \"/x\"",
+            &["policy.rules[1]", "policy.rules[0]", "never match"],
+        ),
+        (
+            "action = \"deny\"\nmethods = [\"POST\", \"PUT\"]\npath = \"/x\"\n[[policy.rules]]\naction = \"allow\"\nmethods = [\"POST\"]\npath = \"/x\"",
+            &["policy.rules[1]", "comes first"],
+        ),
+    ] {
+        let err = load(&dir, &rule(body)).unwrap_err().to_string();
+        for needle in needles {
+            assert!(err.contains(needle), "{body:?}: {err:?} lacks {needle:?}");
+        }
+    }
+    let err = load(&dir, "password_file = \"pw\"\n[policy]\nread_only = true\n[[policy.rules]]\naction = \"allow\"\nmethods = [\"POST\"]\npath = \"/x\"")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("read_only"), "{err}");
+    // Sound rules load, in order.
+    let c = load(&dir, &rule("action = \"allow\"\nmethods = [\"POST\"]\npath = \"/scripttext\"\n[[policy.rules]]\naction = \"deny\"\npath = \"/job/*/build/\"")).unwrap();
+    assert_eq!(c.policy.rules.len(), 2);
+    assert_eq!(c.policy.rules[1].name, "policy.rules[1]");
+}
+
+#[test]
+fn tls_health_and_shutdown_keys_are_checked() {
+    let dir = Dir::new("tls-keys");
+    let with = |upstream: &str, rest: &str| {
+        format!("[upstream]\nurl = \"{upstream}\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\"\n{rest}")
+    };
+    for (text, needles) in [
+        (with("http://ci/", ""), &[][..]),
+        (
+            String::from("[upstream]\nurl = \"http://ci/\"\nca_file = \"ca.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+            &["only apply to an https:// upstream"][..],
+        ),
+        (
+            String::from("[upstream]\nurl = \"https://ci/\"\nclient_cert_file = \"c.pem\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+            &["upstream.client_key_file", "needs its private key"],
+        ),
+        (
+            String::from("[upstream]\nurl = \"https://ci/\"\nca_file = \"c.pem\"\ndanger_accept_invalid_certs = true\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""),
+            &["danger_accept_invalid_certs", "never used"],
+        ),
+        (with("http://ci/", "[health]\naddress = \"8182\""), &["health.address"]),
+    ] {
+        match Config::from_toml_str(&text, &dir.0) {
+            Ok(_) => assert!(needles.is_empty(), "{text} loaded"),
+            Err(e) => {
+                let e = e.to_string();
+                assert!(!needles.is_empty(), "{text}: {e}");
+                for needle in needles {
+                    assert!(e.contains(needle), "{e} lacks {needle}");
+                }
+            }
+        }
+    }
+    let c = Config::from_toml_str(
+        &with(
+            "http://ci/",
+            "[health]\naddress = \"\"\n[shutdown]\ngrace_secs = 5",
+        ),
+        &dir.0,
+    )
+    .unwrap();
+    assert_eq!(c.health_addr(), None);
+    assert_eq!(c.shutdown.grace, Duration::from_secs(5));
+    assert_eq!(c.shutdown.drain, Duration::from_secs(30));
+    let c = Config::from_toml_str(&with("http://ci/", ""), &dir.0).unwrap();
+    assert_eq!(c.health_addr(), Some("127.0.0.1:8182".parse().unwrap()));
+}
+
+#[test]
+fn listen_extras_are_checked() {
+    let dir = Dir::new("listen-extras");
+    for (listen, needle) in [
+        ("allowed_hosts = [\"http://x\"]", "listen.allowed_hosts"),
+        ("allowed_hosts = [\"x:80\"]", "without scheme or port"),
+        ("socket_mode = \"rw\"", "listen.socket_mode"),
+        ("address = \"unix:\"", "name the socket file"),
+        (
+            "client_token_file = \"token\"\nclient_token_env = \"X\"",
+            "not both",
+        ),
+    ] {
+        let err = load(&dir, &format!("password_file = \"pw\"\n[listen]\n{listen}"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(needle), "{listen}: {err}");
+    }
+    let err = load(
+        &dir,
+        "password_file = \"pw\"\n[policy]\nallowed_origins = [\"localhost:3000\"]",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("policy.allowed_origins"), "{err}");
+    let err = load(
+        &dir,
+        "password_file = \"pw\"\n[limits]\nmax_header_bytes = 100",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("limits.max_header_bytes") && err.contains("8192"),
+        "{err}"
+    );
+}
+
+#[test]
+fn loose_secret_file_gives_a_warning() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = Dir::new("loose");
+    let pw = dir.0.join("pw");
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o640)).unwrap();
+    let c = load(&dir, "password_file = \"pw\"").unwrap();
+    assert_eq!(c.warnings().len(), 1);
+    assert!(c.warnings()[0].contains("chmod 600") && c.warnings()[0].contains("pw"));
+    fs::set_permissions(&pw, fs::Permissions::from_mode(0o600)).unwrap();
+    assert!(load(&dir, "password_file = \"pw\"")
+        .unwrap()
+        .warnings()
+        .is_empty());
+}
+
+#[test]
+fn upstream_url_is_checked() {
+    let dir = Dir::new("upstream");
+    for (url, needle) in [
+        ("ftp://x/", "http"),
+        ("http://u:p@ci/", "credentials"),
+        ("http://ci/?a=b", "query"),
+        ("/jenkins", "absolute"),
+    ] {
+        let text = format!(
+            "[upstream]\nurl = \"{url}\"\n[credentials]\nusername = \"a\"\npassword_file = \"pw\""
+        );
+        let err = Config::from_toml_str(&text, &dir.0)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("upstream.url") && err.contains(needle),
+            "{err}"
+        );
+    }
+}
+
+#[test]
+fn remote_allowed_explicitly_and_localhost_accepted() {
+    let dir = Dir::new("remote");
+    let err = load(
+        &dir,
+        "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true",
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("client token"), "{err}");
+    let c = load(
+        &dir,
+        "password_file = \"pw\"\n[listen]\naddress = \"0.0.0.0:9\"\nallow_remote = true\nclient_token_file = \"token\"",
+    )
+    .unwrap();
+    assert_eq!(c.listen.addr, ListenAddr::Tcp("0.0.0.0:9".parse().unwrap()));
+    assert!(c.policy.client_token.is_some());
+    assert!(c.policy.allowed_hosts.contains("0.0.0.0"));
+    let c = load(
+        &dir,
+        "password_file = \"pw\"\n[listen]\naddress = \"localhost:0\"",
+    )
+    .unwrap();
+    assert_eq!(
+        c.listen.addr,
+        ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+    );
+    let c = load(
+        &dir,
+        "password_file = \"pw\"\n[listen]\naddress = \"unix:proxy.sock\"\nsocket_mode = \"0660\"",
+    )
+    .unwrap();
+    assert_eq!(c.listen.addr, ListenAddr::Unix(dir.0.join("proxy.sock")));
+    assert_eq!(c.listen.socket_mode, 0o660);
+}
+
+#[test]
+fn overrides_win_and_replace_the_secret_source() {
+    let dir = Dir::new("overrides");
+    let file = dir.0.join("c.toml");
+    fs::write(
+        &file,
+        format!("{BASE}\npassword_file = \"pw\"\n[crumb]\nmode = \"always\""),
+    )
+    .unwrap();
+    let overrides = Overrides {
+        listen: Some("127.0.0.1:0".into()),
+        api_token_file: Some(dir.0.join("token")),
+        crumb_mode: Some("never".into()),
+        user: Some("bob".into()),
+        ..Overrides::default()
+    };
+    let c = Config::load(Some(&file), &overrides).unwrap();
+    assert_eq!(
+        c.listen.addr,
+        ListenAddr::Tcp("127.0.0.1:0".parse().unwrap())
+    );
+    assert_eq!(c.credentials.kind(), SecretKind::ApiToken);
+    assert_eq!(c.credentials.username(), "bob");
+    assert_eq!(c.crumb.mode, CrumbMode::Never);
+}
