@@ -82,11 +82,7 @@ impl EncodeMetric for RequestCounts {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
         for (m, method) in METHODS.into_iter().enumerate() {
             for (c, status_class) in CLASSES.into_iter().enumerate() {
-                let total: u64 = self
-                    .0
-                    .iter()
-                    .map(|counts| counts[m][c].load(Ordering::Relaxed))
-                    .sum();
+                let total = self.0.sum(|counts| &counts[m][c]);
                 if total > 0 {
                     encoder
                         .encode_family(&RequestLabels {
@@ -146,20 +142,14 @@ impl Latency {
 
 impl EncodeMetric for Latency {
     fn encode(&self, mut encoder: MetricEncoder<'_>) -> Result<(), std::fmt::Error> {
-        let total = |read: &dyn Fn(&LatencyCounts) -> &AtomicU64| -> u64 {
-            self.0
-                .iter()
-                .map(|counts| read(counts).load(Ordering::Relaxed))
-                .sum()
-        };
         let buckets: Vec<(f64, u64)> = LATENCY_BOUNDS
             .into_iter()
             .chain([f64::INFINITY])
             .enumerate()
-            .map(|(i, bound)| (bound, total(&|counts| &counts.buckets[i])))
+            .map(|(i, bound)| (bound, self.0.sum(|counts| &counts.buckets[i])))
             .collect();
         let count = buckets.iter().map(|(_, n)| n).sum();
-        let sum = total(&|counts| &counts.sum_nanos) as f64 / 1e9;
+        let sum = self.0.sum(|counts| &counts.sum_nanos) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
 

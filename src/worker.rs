@@ -12,6 +12,7 @@
 //! extra slot.
 
 use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 thread_local! {
     /// 0 on threads that are not workers; worker `i` is `i + 1`.
@@ -62,9 +63,16 @@ impl<T> PerWorker<T> {
         &self.slots[slot].0
     }
 
-    /// Every value, for totals and for changes that reach every worker.
+    /// Every value, for changes that reach every worker.
     pub(crate) fn iter(&self) -> impl Iterator<Item = &T> {
         self.slots.iter().map(|padded| &padded.0)
+    }
+
+    /// The total of one counter over every worker.
+    pub(crate) fn sum(&self, counter: impl Fn(&T) -> &AtomicU64) -> u64 {
+        self.iter()
+            .map(|value| counter(value).load(Ordering::Relaxed))
+            .sum()
     }
 }
 
@@ -81,7 +89,7 @@ pub(crate) fn own_copy(value: &http::HeaderValue) -> http::HeaderValue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::AtomicUsize;
 
     #[test]
     fn each_worker_thread_has_its_own_value() {
