@@ -25,9 +25,11 @@ pub(crate) fn set_current(index: usize) {
 }
 
 /// How many workers serve connections: one per core this process may use
-/// (cgroup limits included), at least one.
+/// (cgroup limits included), at least one. Asked once, so that the workers
+/// and every [`PerWorker`] agree (and the cgroup files are read once).
 pub(crate) fn count() -> usize {
-    std::thread::available_parallelism().map_or(1, usize::from)
+    static COUNT: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *COUNT.get_or_init(|| std::thread::available_parallelism().map_or(1, usize::from))
 }
 
 /// Two cache lines: adjacent-line prefetchers fetch lines in pairs.
