@@ -240,7 +240,7 @@ pub enum ServeError {
 /// socket is registered with it by `open`, and the connection's Jenkins
 /// lane is polled in the same task.
 async fn serve_connection<I>(
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
     limits: LimitsConfig,
     open: impl FnOnce() -> io::Result<I>,
     service: Proxy,
@@ -280,7 +280,7 @@ async fn serve_connection<I>(
     let served = async {
         tokio::select! {
             result = conn.as_mut() => result,
-            () = async { let _ = stop.wait_for(|stop| *stop).await; } => {
+            () = Stop::new(stop.clone()) => {
                 // Finish the request in flight, then close (no keep-alive).
                 conn.as_mut().graceful_shutdown();
                 conn.await
@@ -300,6 +300,72 @@ async fn serve_connection<I>(
     drop(stop);
     drop(permit);
     drop(counted);
+}
+
+pin_project_lite::pin_project! {
+    /// Completes when shutdown begins: `drain` sends `true`, or is gone.
+    ///
+    /// It is polled on every wake-up of its connection's task, several
+    /// times per request, and the channel behind it is shared by every
+    /// connection on every worker: polling the channel's `Notified` each
+    /// time takes the channel's mutex, a cache line that both cores would
+    /// keep taking from each other. So a poll with the waker that is
+    /// already registered, while the channel's version is unchanged, is
+    /// answered from one atomic load that writes nothing; only the first
+    /// poll, a new waker, or a change reaches the channel.
+    struct Stop<F> {
+        seen: watch::Receiver<bool>,
+        registered: Option<std::task::Waker>,
+        #[pin]
+        wait: F,
+    }
+}
+
+impl Stop<()> {
+    fn new(stop: watch::Receiver<bool>) -> Stop<impl Future<Output = ()>> {
+        let seen = stop.clone();
+        let wait = async move {
+            let mut stop = stop;
+            let _ = stop.wait_for(|stop| *stop).await;
+        };
+        Stop::with(seen, wait)
+    }
+}
+
+impl<F: Future<Output = ()>> Stop<F> {
+    /// `wait` completes when `seen`'s channel says stop, and is woken only
+    /// by a change to that channel.
+    fn with(seen: watch::Receiver<bool>, wait: F) -> Self {
+        Self {
+            seen,
+            registered: None,
+            wait,
+        }
+    }
+}
+
+impl<F: Future<Output = ()>> Future for Stop<F> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let this = self.project();
+        let unchanged = matches!(this.seen.has_changed(), Ok(false));
+        if unchanged
+            && this
+                .registered
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            return std::task::Poll::Pending;
+        }
+        *this.registered = Some(cx.waker().clone());
+        // Seen before `wait` looks, so a change after this is never missed.
+        this.seen.mark_unchanged();
+        this.wait.poll(cx)
+    }
 }
 
 /// The threads that serve client connections: one single-threaded tokio
@@ -414,5 +480,113 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
         () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::task::{Context, Poll, Wake, Waker};
+
+    use tokio::sync::watch;
+
+    use super::Stop;
+
+    /// Counts its wake-ups.
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn waker() -> (Arc<Wakes>, Waker) {
+        let wakes = Arc::new(Wakes::default());
+        (wakes.clone(), Waker::from(wakes))
+    }
+
+    fn poll(f: std::pin::Pin<&mut impl Future<Output = ()>>, waker: &Waker) -> Poll<()> {
+        f.poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn stop_completes_when_shutdown_begins_and_wakes_the_latest_waker() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = pin!(Stop::new(rx));
+        let (first, first_waker) = waker();
+        let (latest, latest_waker) = waker();
+        assert!(poll(stop.as_mut(), &first_waker).is_pending());
+        tx.send(false).unwrap();
+        assert!(
+            poll(stop.as_mut(), &first_waker).is_pending(),
+            "false is not a stop"
+        );
+        assert!(poll(stop.as_mut(), &first_waker).is_pending());
+        // The task's waker changed: the new one must be the one woken.
+        assert!(poll(stop.as_mut(), &latest_waker).is_pending());
+        let before = (
+            first.0.load(Ordering::SeqCst),
+            latest.0.load(Ordering::SeqCst),
+        );
+        tx.send(true).unwrap();
+        assert_eq!(latest.0.load(Ordering::SeqCst), before.1 + 1);
+        assert_eq!(first.0.load(Ordering::SeqCst), before.0);
+        assert!(poll(stop.as_mut(), &latest_waker).is_ready());
+    }
+
+    #[test]
+    fn stop_completes_when_the_sender_is_gone() {
+        let (tx, rx) = watch::channel(false);
+        let mut stop = pin!(Stop::new(rx));
+        let (wakes, w) = waker();
+        assert!(poll(stop.as_mut(), &w).is_pending());
+        assert!(poll(stop.as_mut(), &w).is_pending());
+        drop(tx);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(poll(stop.as_mut(), &w).is_ready());
+    }
+
+    #[test]
+    fn stop_reaches_the_channel_only_when_it_may_have_changed() {
+        let (tx, rx) = watch::channel(false);
+        let polls = AtomicUsize::new(0);
+        let wait = std::future::poll_fn(|_| {
+            polls.fetch_add(1, Ordering::SeqCst);
+            Poll::<()>::Pending
+        });
+        let mut stop = pin!(Stop::with(rx, wait));
+        let (_, a) = waker();
+        let (_, b) = waker();
+        for _ in 0..100 {
+            assert!(poll(stop.as_mut(), &a).is_pending());
+        }
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            1,
+            "one registration for 100 polls"
+        );
+        assert!(poll(stop.as_mut(), &b).is_pending());
+        assert!(poll(stop.as_mut(), &b).is_pending());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            2,
+            "a new waker registers again"
+        );
+        tx.send(false).unwrap();
+        assert!(poll(stop.as_mut(), &b).is_pending());
+        assert!(poll(stop.as_mut(), &b).is_pending());
+        assert_eq!(
+            polls.load(Ordering::SeqCst),
+            3,
+            "a change is looked at once"
+        );
+        drop(tx);
+        assert!(poll(stop.as_mut(), &b).is_pending());
+        assert_eq!(polls.load(Ordering::SeqCst), 4, "so is the sender leaving");
     }
 }
