@@ -238,7 +238,7 @@ pub enum ServeError {
 
 /// Serves one client connection on the current (worker) runtime: the
 /// socket is registered with it by `open`, and the connection's Jenkins
-/// lane is polled in the same task.
+/// lane is driven on the same worker.
 async fn serve_connection<I>(
     stop: watch::Receiver<bool>,
     limits: LimitsConfig,
@@ -257,7 +257,9 @@ async fn serve_connection<I>(
         }
     };
     let counted = service.metrics().connection();
-    let lane = service.lane().clone();
+    // The client's Jenkins connection is polled by a task of its own on
+    // this worker (see `lane`).
+    let driving = service.lane().start();
     let proxy = service.clone();
     let conn = http1::Builder::new()
         // The header-read timeout on one timer per connection, not a new
@@ -287,13 +289,8 @@ async fn serve_connection<I>(
             }
         }
     };
-    // The client's Jenkins connection is polled in this task, beside the
-    // client connection (see `lane`).
-    let result = tokio::select! {
-        result = served => result,
-        never = lane.drive() => match never {},
-    };
-    lane.park(proxy.upstream());
+    let result = served.await;
+    driving.park(proxy.upstream());
     if let Err(e) = result {
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
