@@ -24,8 +24,8 @@
 //! - `tls`: the rustls client configuration for an `https` upstream.
 //! - `upstream`: opening connections to Jenkins, the pooled client (crumb
 //!   fetches, checks, upgrades) and the timeouts.
-//! - `lane`: each client connection's own Jenkins connection, driven in
-//!   the client's task, and the idle connections left between clients.
+//! - `lane`: each client connection's own Jenkins connection, driven on
+//!   the client's worker, and the idle connections left between clients.
 //! - `proxy`: the request pipeline below.
 //! - `rewrite`: replacing Jenkins' root URLs in API bodies while streaming.
 //! - `error`: the one error type and its responses.

@@ -238,7 +238,7 @@ impl Proxy {
         }))
     }
 
-    /// The connection's lane, to be driven beside it and parked after.
+    /// The connection's lane, to be started with it and parked after.
     pub(crate) fn lane(&self) -> &Arc<Lane> {
         &self.0.lane
     }
