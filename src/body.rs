@@ -42,6 +42,105 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// A client's request body failed (a malformed chunk, a connection closed
+/// mid-body) while it was being sent to Jenkins. Request bodies are wrapped
+/// with [`from_client`] so that this error can be told apart from a failure
+/// of the Jenkins connection: the first is the client's fault (400), the
+/// second Jenkins' (502).
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub(crate) struct ClientBodyError(#[source] hyper::Error);
+
+/// A client's request body, streamed to Jenkins; its errors become
+/// [`ClientBodyError`]s.
+pub(crate) fn from_client(body: hyper::body::Incoming) -> ProxyBody {
+    body.map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
+        .boxed_unsync()
+}
+
+/// Whether `err` (or anything in its source chain) is a [`ClientBodyError`].
+pub(crate) fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<ClientBodyError>() {
+            return true;
+        }
+        cur = e.source();
+    }
+    false
+}
+
+/// The memory all bodies kept for a replay may take together
+/// (`crumb.replay_budget_bytes`). A body gets a [`Reservation`] for its
+/// declared length before it is read, or is streamed (and cannot be
+/// replayed) when the budget is spent; the reservation is returned when the
+/// request is done with the body.
+#[derive(Debug)]
+pub(crate) struct ReplayBudget {
+    limit: u64,
+    /// Bytes reserved now. One counter for all workers: only POSTs that
+    /// keep a body touch it, twice each.
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// Bytes of a [`ReplayBudget`] held by one kept body.
+#[derive(Debug)]
+pub(crate) struct Reservation {
+    len: u64,
+    used: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ReplayBudget {
+    pub(crate) fn new(limit: u64) -> Self {
+        Self {
+            limit,
+            used: std::sync::Arc::default(),
+        }
+    }
+
+    /// Reserves `len` bytes if they fit in what is left.
+    pub(crate) fn try_reserve(&self, len: u64) -> Option<Reservation> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(len).filter(|total| *total <= self.limit)
+            })
+            .ok()
+            .map(|_| Reservation {
+                len,
+                used: self.used.clone(),
+            })
+    }
+
+    #[cfg(test)]
+    fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        self.used
+            .fetch_sub(self.len, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+/// Reads a body of declared length `len` into one buffer of exactly that
+/// size, each frame copied in and let go as it arrives: kept bodies then
+/// take their length in memory once, not the frames plus a copy of them.
+pub(crate) async fn read_declared(
+    mut body: hyper::body::Incoming,
+    len: u64,
+) -> Result<Bytes, hyper::Error> {
+    let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            out.extend_from_slice(&data);
+        }
+    }
+    Ok(out.freeze())
+}
+
 /// Reads `body` to the end if it ends within `cap` bytes.
 ///
 /// Returns `Ok(Ok(bytes))` for a complete body, or `Ok(Err(prefixed))` with
@@ -170,6 +269,22 @@ mod tests {
                 .map(|p| Bytes::from_static(p.as_bytes()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn replay_budget_is_shared_and_returned() {
+        let budget = ReplayBudget::new(10);
+        let a = budget.try_reserve(6).unwrap();
+        assert!(budget.try_reserve(5).is_none(), "6 + 5 > 10");
+        let b = budget.try_reserve(4).unwrap();
+        assert_eq!(budget.used(), 10);
+        assert!(budget.try_reserve(1).is_none());
+        drop(a);
+        assert_eq!(budget.used(), 4);
+        assert!(budget.try_reserve(6).is_some());
+        drop(b);
+        assert_eq!(budget.used(), 0);
+        assert!(budget.try_reserve(u64::MAX).is_none(), "no overflow");
     }
 
     #[tokio::test]

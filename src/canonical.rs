@@ -1,16 +1,25 @@
 //! Canonical request paths, and the path patterns policy rules are written in.
 //!
 //! Security rules must not be bypassable by spelling (the oauth2-proxy and
-//! kubectl-proxy regex bypasses in `anchors.md`), so rules never look at the
-//! raw path. They look at its canonical form: percent-decoded until it stops
-//! changing, `\` read as `/`, `;` path parameters cut from every segment
+//! kubectl-proxy regex bypasses), so rules never look at the raw path. They
+//! look at its canonical form: percent-decoded until it stops changing, `\`
+//! read as `/`, `;` path parameters cut from every segment
 //! (`/script;jsessionid=x`, `..;/`), empty and `.` segments dropped, `..`
 //! resolved, every letter in lower case. Whatever Jenkins (Jetty and
 //! Stapler) would route to `/script`, this turns into `/script` too; it may
 //! also turn into `/script` some spellings Jenkins would answer 404 to,
-//! which errs on the side of refusing. The request itself is forwarded as
-//! the client wrote it. This module knows nothing about which paths are
-//! dangerous; `filter` does.
+//! which errs on the side of refusing.
+//!
+//! Where servlet containers differ (whether `..` is resolved after
+//! decoding, whether an empty segment is dropped or is an empty name, and
+//! `/computer//script` would be the built-in node's script console if it
+//! were a name), a path also has a *literal* reading: dot segments kept as
+//! tokens, an empty segment after a naming getter kept as an empty name.
+//! The policy decides on every reading and refuses if any is refused.
+//!
+//! The request itself is forwarded as the client wrote it. This module
+//! knows nothing about Jenkins objects (`binding`) or which paths are
+//! dangerous (`filter`).
 
 use std::fmt;
 
@@ -25,7 +34,15 @@ const DECODE_ROUNDS: usize = 4;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CanonicalPath {
     segments: Vec<String>,
+    /// The literal reading, when it differs (see the module docs).
+    literal: Option<Vec<String>>,
 }
+
+/// Tokens after which an empty segment is an empty name, not nothing: the
+/// built-in node is `computer/` + `""` as well as `(built-in)`
+/// (`Jenkins.getComputer`), and `node/` + `""` is the root
+/// (`Jenkins.getNode`). Elsewhere an empty name finds nothing.
+const EMPTY_NAME_AFTER: [&str; 2] = ["computer", "node"];
 
 impl CanonicalPath {
     pub(crate) fn new(raw_path: &str) -> Self {
@@ -48,21 +65,32 @@ impl CanonicalPath {
             decoded = std::borrow::Cow::Owned(decoded.replace('\\', "/"));
         }
         let mut segments: Vec<String> = Vec::new();
+        // Only a path with dot segments or doubled slashes can read two
+        // ways; nearly all have neither.
+        let mut literal_differs = false;
         for segment in decoded.split('/') {
             let segment = segment.split(';').next().unwrap_or_default();
             match segment {
-                "" | "." => {}
-                ".." => {
-                    segments.pop();
+                "" => {}
+                "." | ".." => {
+                    literal_differs = true;
+                    if segment == ".." {
+                        segments.pop();
+                    }
                 }
                 s => segments.push(s.to_lowercase()),
             }
         }
-        Self { segments }
+        literal_differs |= decoded.trim_end_matches('/').contains("//");
+        let literal = literal_differs
+            .then(|| literal_reading(&decoded))
+            .filter(|literal| *literal != segments);
+        Self { segments, literal }
     }
 
-    pub(crate) fn segments(&self) -> Vec<&str> {
-        self.segments.iter().map(String::as_str).collect()
+    /// Every reading of the path, the canonical one first.
+    pub(crate) fn readings(&self) -> impl Iterator<Item = &[String]> {
+        std::iter::once(self.segments.as_slice()).chain(self.literal.as_deref())
     }
 
     /// The last two segments, if there are two.
@@ -74,13 +102,34 @@ impl CanonicalPath {
     }
 }
 
+/// The literal reading of a decoded path: dot segments kept as tokens, an
+/// empty segment kept where it would be an empty name, a trailing `/`
+/// dropped.
+fn literal_reading(decoded: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let body = decoded.strip_prefix('/').unwrap_or(decoded);
+    let body = body.strip_suffix('/').unwrap_or(body);
+    for segment in body.split('/') {
+        let segment = segment.split(';').next().unwrap_or_default();
+        let empty_name = out
+            .last()
+            .is_some_and(|prev| EMPTY_NAME_AFTER.contains(&prev.as_str()));
+        if segment.is_empty() && !empty_name {
+            continue;
+        }
+        out.push(segment.to_lowercase());
+    }
+    out
+}
+
 impl fmt::Display for CanonicalPath {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.segments.is_empty() {
             return f.write_str("/");
         }
         for s in &self.segments {
-            write!(f, "/{s}")?;
+            f.write_str("/")?;
+            crate::binding::write_escaped(f, s)?;
         }
         Ok(())
     }
@@ -145,8 +194,29 @@ impl Pattern {
         })
     }
 
-    pub(crate) fn matches(&self, path: &CanonicalPath) -> bool {
-        matches(&self.pieces, &path.segments())
+    /// Whether the resolved path `path` (`binding::Binding::path`)
+    /// matches.
+    pub(crate) fn matches(&self, path: &[&str]) -> bool {
+        matches(&self.pieces, path)
+    }
+
+    /// Whether the pattern matches `path` with segment `index` matched by
+    /// one of its literal segments (not by `*` or `**`): whether the rule
+    /// names that segment.
+    pub(crate) fn names(&self, path: &[&str], index: usize) -> bool {
+        names(&self.pieces, path, 0, index, false)
+    }
+
+    /// The pattern's segments, `*` and `**` as written.
+    pub(crate) fn segments(&self) -> Vec<String> {
+        self.pieces
+            .iter()
+            .map(|piece| match piece {
+                Piece::Literal(l) => l.clone(),
+                Piece::One => "*".to_owned(),
+                Piece::Any => "**".to_owned(),
+            })
+            .collect()
     }
 
     pub(crate) fn is_everything(&self) -> bool {
@@ -174,6 +244,27 @@ fn matches(pieces: &[Piece], segments: &[&str]) -> bool {
                 };
                 ok && matches(rest, more)
             }
+        },
+    }
+}
+
+/// `matches`, requiring segment `want` (counted from the start of the
+/// whole path; `at` is where `segments` begins) to meet a literal.
+fn names(pieces: &[Piece], segments: &[&str], at: usize, want: usize, hit: bool) -> bool {
+    match pieces.split_first() {
+        None => segments.is_empty() && hit,
+        Some((Piece::Any, rest)) => {
+            (0..=segments.len()).any(|skip| names(rest, &segments[skip..], at + skip, want, hit))
+        }
+        Some((piece, rest)) => match segments.split_first() {
+            None => false,
+            Some((segment, more)) => match piece {
+                Piece::One => names(rest, more, at + 1, want, hit),
+                Piece::Literal(l) => {
+                    l == segment && names(rest, more, at + 1, want, hit || at == want)
+                }
+                Piece::Any => false,
+            },
         },
     }
 }
@@ -206,17 +297,64 @@ mod tests {
     }
 
     #[test]
+    fn literal_readings_keep_what_containers_may_keep() {
+        let literal = |raw: &str| CanonicalPath::new(raw).literal;
+        assert_eq!(literal("/job/x/build"), None);
+        assert_eq!(literal("/job/x/build/"), None);
+        assert_eq!(literal("//job//x/build"), None, "no empty name");
+        assert_eq!(
+            literal("/computer//script"),
+            Some(vec!["computer".into(), "".into(), "script".into()])
+        );
+        assert_eq!(
+            literal("/script/%2e%2e/job/x/build"),
+            Some(
+                ["script", "..", "job", "x", "build"]
+                    .map(String::from)
+                    .to_vec()
+            )
+        );
+        assert_eq!(CanonicalPath::new("/a/./b").readings().count(), 2);
+    }
+
+    #[test]
+    fn display_escapes_decoded_controls() {
+        assert_eq!(
+            CanonicalPath::new("/script/%0aFORGED").to_string(),
+            "/script/%0Aforged"
+        );
+    }
+
+    #[test]
     fn patterns_match_segments() {
         let p = |t: &str| Pattern::parse(t).unwrap();
-        let c = CanonicalPath::new;
-        assert!(p("/job/*/build").matches(&c("/job/x/build")));
-        assert!(!p("/job/*/build").matches(&c("/job/x/y/build")));
-        assert!(p("/job/**/build").matches(&c("/job/x/job/y/build")));
-        assert!(p("/job/**").matches(&c("/job")));
-        assert!(p("/**").matches(&c("/")));
-        assert!(p("/").matches(&c("/")));
-        assert!(!p("/").matches(&c("/x")));
-        assert!(p("/**/config.xml").matches(&c("/job/a/config.xml")));
+        let owned = |raw: &str| CanonicalPath::new(raw).segments;
+        fn c(segments: &[String]) -> Vec<&str> {
+            segments.iter().map(String::as_str).collect()
+        }
+        assert!(p("/job/*/build").matches(&c(&owned("/job/x/build"))));
+        assert!(!p("/job/*/build").matches(&c(&owned("/job/x/y/build"))));
+        assert!(p("/job/**/build").matches(&c(&owned("/job/x/job/y/build"))));
+        assert!(p("/job/**").matches(&c(&owned("/job"))));
+        assert!(p("/**").matches(&c(&owned("/"))));
+        assert!(p("/").matches(&c(&owned("/"))));
+        assert!(!p("/").matches(&c(&owned("/x"))));
+        assert!(p("/**/config.xml").matches(&c(&owned("/job/a/config.xml"))));
+    }
+
+    #[test]
+    fn patterns_name_segments_only_literally() {
+        let p = |t: &str| Pattern::parse(t).unwrap();
+        let path = ["job", "apps", "credentials", "api", "json"];
+        assert!(p("/job/**/api/json").matches(&path));
+        assert!(!p("/job/**/api/json").names(&path, 2), "`**` names nothing");
+        assert!(p("/job/*/credentials/**").names(&path, 2));
+        assert!(
+            !p("/job/*/credentials/**").names(&path, 1),
+            "`*` names nothing"
+        );
+        assert!(p("/**/credentials/**").names(&path, 2));
+        assert!(!p("/job/apps/x/**").names(&path, 2), "no match at all");
     }
 
     #[test]

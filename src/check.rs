@@ -31,6 +31,7 @@ pub(crate) struct Identity {
 
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum WhoAmIError {
+    /// Jenkins could not be asked.
     #[error(transparent)]
     Upstream(#[from] UpstreamError),
     #[error("Jenkins rejected the configured credentials (401)")]
@@ -58,6 +59,12 @@ async fn get_json<T: serde::de::DeserializeOwned>(
         .header(header::HOST, upstream.host())
         .header(header::AUTHORIZATION, credentials.authorization())
         .header(header::ACCEPT, "application/json")
+        // The same client address as every proxied request: crumbs before
+        // Jenkins 2.543 hash it (see `headers::FORWARDED_FOR`).
+        .header(
+            crate::headers::X_FORWARDED_FOR,
+            crate::headers::FORWARDED_FOR,
+        )
         .body(body::empty())
         .map_err(|_| WhoAmIError::NotJenkins)?;
     let resp = upstream.send(req).await?;
@@ -120,6 +127,24 @@ pub(crate) async fn configured_root_url(
             }
         },
     ))
+}
+
+/// Whether Jenkins `version` (`X-Jenkins`) prints every request header on
+/// its `/whoAmI/` page: releases before 2.219 and LTS releases before
+/// 2.204.2 (SECURITY-1695; the page has redacted `Authorization`, `Cookie`
+/// and the proxy headers since, `WhoAmI.dangerousHeaders`). A version that
+/// does not parse is taken to.
+pub(crate) fn echoes_request_headers(version: &str) -> bool {
+    let parsed: Option<Vec<u32>> = version
+        .trim()
+        .split('.')
+        .map(|part| part.parse().ok())
+        .collect();
+    let Some(v) = parsed else {
+        return true;
+    };
+    let fixed_lts = v.as_slice() >= [2, 204, 2].as_slice() && v.as_slice() < [2, 205].as_slice();
+    v.as_slice() < [2, 219].as_slice() && !fixed_lts
 }
 
 /// The readiness view of a `who_am_i` answer.

@@ -65,6 +65,10 @@ pub(crate) const DEFAULT_CRUMB_MAX_IDLE_SECS: u64 = 1_500;
 /// Request bodies up to this size are kept so the request can be replayed
 /// once after a crumb rejection.
 pub(crate) const DEFAULT_REPLAY_BODY_MAX_BYTES: u64 = 1024 * 1024;
+/// All kept bodies together, at once: beyond this, bodies stream (and
+/// cannot be replayed), so a storm of POSTs cannot make the proxy hold
+/// `max_connections × replay_body_max_bytes` in memory.
+pub(crate) const DEFAULT_REPLAY_BUDGET_BYTES: u64 = 64 * 1024 * 1024;
 
 /// A validated configuration. Build it with [`Config::load`] or
 /// [`Config::from_toml_str`].
@@ -152,6 +156,7 @@ pub(crate) struct CrumbConfig {
     pub(crate) mode: CrumbMode,
     pub(crate) max_idle: Duration,
     pub(crate) replay_body_max_bytes: u64,
+    pub(crate) replay_budget_bytes: u64,
 }
 
 /// `crumb.mode`.
@@ -300,6 +305,8 @@ struct RawPolicy {
     #[serde(default)]
     allowed_origins: Vec<String>,
     #[serde(default)]
+    identity_headers: Vec<String>,
+    #[serde(default)]
     rules: Vec<RawRule>,
 }
 
@@ -371,6 +378,7 @@ struct RawCrumb {
     mode: Option<String>,
     max_idle_secs: Option<u64>,
     replay_body_max_bytes: Option<u64>,
+    replay_budget_bytes: Option<u64>,
 }
 
 // === loading ===
@@ -451,7 +459,7 @@ impl Config {
         let upstream = upstream_from_raw(raw.upstream)?;
         let credentials = credentials_from_raw(raw.credentials, &mut warnings)?;
         let crumb = crumb_from_raw(raw.crumb)?;
-        let policy = policy_from_raw(raw.policy, hosts, client_token)?;
+        let policy = policy_from_raw(raw.policy, hosts, client_token, &credentials.username())?;
         let limits = limits_from_raw(raw.limits)?;
         let health = health_from_raw(raw.health)?;
         let shutdown = ShutdownConfig {
@@ -667,12 +675,28 @@ fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
             ),
         });
     }
+    let replay_body_max_bytes = raw
+        .replay_body_max_bytes
+        .unwrap_or(DEFAULT_REPLAY_BODY_MAX_BYTES);
+    let replay_budget_bytes = raw
+        .replay_budget_bytes
+        .unwrap_or(DEFAULT_REPLAY_BUDGET_BYTES);
+    if replay_budget_bytes < replay_body_max_bytes {
+        return Err(ConfigError::Invalid {
+            key: "crumb.replay_budget_bytes",
+            value: replay_budget_bytes.to_string(),
+            problem: format!(
+                "is smaller than crumb.replay_body_max_bytes ({replay_body_max_bytes}), so no body \
+                 that large could ever be kept; raise it or lower crumb.replay_body_max_bytes; \
+                 the default is {DEFAULT_REPLAY_BUDGET_BYTES}"
+            ),
+        });
+    }
     Ok(CrumbConfig {
         mode,
         max_idle: Duration::from_secs(max_idle_secs),
-        replay_body_max_bytes: raw
-            .replay_body_max_bytes
-            .unwrap_or(DEFAULT_REPLAY_BODY_MAX_BYTES),
+        replay_body_max_bytes,
+        replay_budget_bytes,
     })
 }
 

@@ -304,6 +304,12 @@ async fn fetch_inner(
         .header(header::HOST, upstream.host())
         .header(header::AUTHORIZATION, credentials.authorization())
         .header(header::ACCEPT, "application/json")
+        // The same client address as every proxied request: crumbs before
+        // Jenkins 2.543 hash it (see `headers::FORWARDED_FOR`).
+        .header(
+            crate::headers::X_FORWARDED_FOR,
+            crate::headers::FORWARDED_FOR,
+        )
         .body(body::empty())
         .map_err(|_| CrumbError::Malformed {
             reason: "the crumb request could not be built",

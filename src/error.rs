@@ -50,6 +50,7 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     StatusCode::GATEWAY_TIMEOUT
                 }
+                UpstreamError::ClientBody { .. } => StatusCode::BAD_REQUEST,
             },
             ProxyError::Crumb(
                 CrumbError::BadCredentials
@@ -73,6 +74,7 @@ impl ProxyError {
                 UpstreamError::ConnectTimeout | UpstreamError::ResponseTimeout => {
                     "upstream-timeout"
                 }
+                UpstreamError::ClientBody { .. } => "client-body-failed",
             },
             ProxyError::Crumb(_) => "crumb-fetch-failed",
             ProxyError::ClientBody(_) => "client-body-failed",
@@ -100,6 +102,9 @@ impl ProxyError {
                 }
                 UpstreamError::Tls { .. } => {
                     "check upstream.ca_file, upstream.tls_server_name and the client certificate settings"
+                }
+                UpstreamError::ClientBody { .. } => {
+                    "the client sent a malformed or incomplete body; the request to Jenkins was cut off before its end"
                 }
             },
             ProxyError::Crumb(CrumbError::BadCredentials) => {
@@ -166,6 +171,9 @@ mod tests {
             UpstreamError::Failed {
                 reason: "connection closed before message completed".into(),
             },
+            UpstreamError::ClientBody {
+                reason: "invalid chunk size line".into(),
+            },
         ]
     }
 
@@ -177,6 +185,7 @@ mod tests {
             (504, "upstream-timeout"),
             (504, "upstream-timeout"),
             (502, "upstream-failed"),
+            (400, "client-body-failed"),
         ];
         for (e, (status, kind)) in upstream_errors().into_iter().zip(expected) {
             cases.push((

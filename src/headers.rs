@@ -71,16 +71,30 @@ fn remove_all(headers: &mut HeaderMap, names: Vec<HeaderName>) {
     }
 }
 
-/// The `Upgrade` value if the request asks for one the proper way
-/// (`Connection: upgrade` plus `Upgrade: …`, RFC 9110 §7.8). Read before
+/// The only protocol a client may upgrade to: Jenkins speaks WebSocket
+/// (agents, the CLI's `/cli/ws`) and nothing else. `h2c` and any other
+/// `Upgrade` would hand the connection to a protocol the proxy does not
+/// look into, so it is dropped with the other hop-by-hop headers and the
+/// request goes on as plain HTTP/1.1 (RFC 9110 §7.8: a server may ignore
+/// an upgrade).
+const WEBSOCKET: HeaderValue = HeaderValue::from_static("websocket");
+
+/// `websocket` if the request asks for a WebSocket upgrade the proper way
+/// (`Connection: upgrade` plus an `Upgrade` list naming `websocket`, RFC
+/// 9110 §7.8); `None` for any other upgrade or none. Read before
 /// [`strip_hop_by_hop`] runs.
 pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let asks = connection_options(headers).any(|token| token.eq_ignore_ascii_case("upgrade"));
-    if asks {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
+    if !asks {
+        return None;
     }
+    let websocket = headers
+        .get_all(header::UPGRADE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|protocol| protocol.trim().eq_ignore_ascii_case("websocket"));
+    websocket.then_some(WEBSOCKET)
 }
 
 /// The legacy (pre-2.0) and current default crumb field names. Jenkins can
@@ -88,11 +102,67 @@ pub(crate) fn requested_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
 /// crumb issuer has named it.
 pub(crate) const DEFAULT_CRUMB_FIELDS: [&str; 2] = ["jenkins-crumb", ".crumb"];
 
+/// Request headers that tell a server who the client is, which only the
+/// proxy may say to Jenkins. Jetty's `ForwardedRequestCustomizer` (which
+/// Winstone installs) reads the address, scheme, host and client
+/// certificate from `Forwarded`, `X-Forwarded-*`, `X-Proxied-Https`,
+/// `Proxy-auth-cert` and `Proxy-ssl-id`; header-trusting security realms
+/// (the reverse-proxy-auth plugin: `X-Forwarded-User`, `-Groups`, `-Mail`,
+/// `-DisplayName`; Apache- and oauth2-proxy-style set-ups: `Remote-User`,
+/// `X-Remote-User`, `X-Auth-Request-*`) take the *user* from them. A client
+/// that sent one could choose its identity, or, before Jenkins 2.543, the
+/// client IP hashed into crumbs. `X-Forwarded-Host`, `-Proto`, `-Port` and
+/// `-For` are then set by [`set_forwarded`]; the rest are dropped.
+static IDENTITY_HEADERS: [HeaderName; 24] = [
+    HeaderName::from_static("forwarded"),
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-forwarded-port"),
+    HeaderName::from_static("x-forwarded-server"),
+    HeaderName::from_static("x-forwarded-ssl"),
+    HeaderName::from_static("x-forwarded-prefix"),
+    HeaderName::from_static("x-forwarded-user"),
+    HeaderName::from_static("x-forwarded-groups"),
+    HeaderName::from_static("x-forwarded-mail"),
+    HeaderName::from_static("x-forwarded-email"),
+    HeaderName::from_static("x-forwarded-displayname"),
+    HeaderName::from_static("x-forwarded-preferred-username"),
+    HeaderName::from_static("x-real-ip"),
+    HeaderName::from_static("x-remote-user"),
+    HeaderName::from_static("x-remote-group"),
+    HeaderName::from_static("remote-user"),
+    HeaderName::from_static("x-auth-request-user"),
+    HeaderName::from_static("x-auth-request-email"),
+    HeaderName::from_static("x-auth-request-groups"),
+    HeaderName::from_static("x-proxied-https"),
+    HeaderName::from_static("proxy-auth-cert"),
+    HeaderName::from_static("proxy-ssl-id"),
+];
+
+/// Whether `name` could be one of [`IDENTITY_HEADERS`]: every one starts
+/// with one of these, so the ordinary headers of a request (`host`,
+/// `accept`, `content-type` …) are passed over without a comparison each.
+fn maybe_identity(name: &HeaderName) -> bool {
+    let name = name.as_str();
+    name.starts_with("x-")
+        || name.starts_with("remote-")
+        || name.starts_with("proxy-")
+        || name == "forwarded"
+}
+
 /// Removes what would let a client choose or mix identities: its own
-/// `Authorization`, `Cookie` and crumb headers. The proxy adds its own.
+/// `Authorization`, `Cookie` and crumb headers, every forwarding and
+/// identity header ([`IDENTITY_HEADERS`]) and the operator's own list
+/// (`policy.identity_headers`, for a realm that reads another header). The
+/// proxy adds its own credentials and forwarding headers.
 /// `Expect` goes too: the proxy answers `100-continue` itself when it starts
 /// reading the body, and hyper's client does not wait for one.
-pub(crate) fn strip_client_credentials(headers: &mut HeaderMap, crumb_field: Option<&HeaderName>) {
+pub(crate) fn strip_client_credentials(
+    headers: &mut HeaderMap,
+    crumb_field: Option<&HeaderName>,
+    identity: &[HeaderName],
+) {
     let doomed: Vec<HeaderName> = headers
         .keys()
         .filter(|name| {
@@ -101,20 +171,35 @@ pub(crate) fn strip_client_credentials(headers: &mut HeaderMap, crumb_field: Opt
                 || *name == header::EXPECT
                 || DEFAULT_CRUMB_FIELDS.contains(&name.as_str())
                 || crumb_field == Some(*name)
+                || (maybe_identity(name) && IDENTITY_HEADERS.contains(name))
+                || identity.contains(name)
         })
         .cloned()
         .collect();
     remove_all(headers, doomed);
 }
 
+/// What the proxy tells Jenkins the client's address is, on every request
+/// and every crumb fetch alike: before Jenkins 2.543 `DefaultCrumbIssuer`
+/// hashes the first `X-Forwarded-For` hop (else the peer address) into the
+/// crumb, so a crumb fetched with one value is refused on a POST that
+/// carries another. One constant value keeps every request on the crumb the
+/// proxy fetched, whichever client (IPv4, IPv6, Unix socket) sent it. The
+/// proxy's callers are local, so it is the loopback address.
+pub(crate) const FORWARDED_FOR: HeaderValue = HeaderValue::from_static("127.0.0.1");
+
+/// The `X-Forwarded-For` header name.
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
 /// The proxy's own address as the client used it, for Jenkins to build
-/// URLs with (`getRootUrlFromRequest`, Jetty's `ForwardedRequestCustomizer`);
-/// whatever the client sent in these headers is replaced.
+/// URLs with (`getRootUrlFromRequest`, Jetty's `ForwardedRequestCustomizer`),
+/// and the client address of [`FORWARDED_FOR`]. Run after
+/// [`strip_client_credentials`], which removed whatever the client sent in
+/// these headers.
 pub(crate) fn set_forwarded(headers: &mut HeaderMap, proxy_authority: &str) {
     const HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
     const PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
     const PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
-    const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
     let port = proxy_authority
         .rsplit_once(':')
         .filter(|(_, p)| p.chars().all(|c| c.is_ascii_digit()) && !p.is_empty())
@@ -126,7 +211,7 @@ pub(crate) fn set_forwarded(headers: &mut HeaderMap, proxy_authority: &str) {
     if let Ok(port) = HeaderValue::try_from(port) {
         headers.insert(PORT, port);
     }
-    headers.remove(FORWARDED);
+    headers.insert(X_FORWARDED_FOR, FORWARDED_FOR);
 }
 
 /// Jenkins' session cookies are credentials of the proxy's user (and the
@@ -233,7 +318,11 @@ mod tests {
             ("expect", "100-continue"),
             ("accept", "*/*"),
         ]);
-        strip_client_credentials(&mut h, Some(&HeaderName::from_static("x-custom-crumb")));
+        strip_client_credentials(
+            &mut h,
+            Some(&HeaderName::from_static("x-custom-crumb")),
+            &[],
+        );
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("accept"));
     }
@@ -247,6 +336,63 @@ mod tests {
         assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
         let h = map(&[("upgrade", "websocket")]);
         assert!(requested_upgrade(&h).is_none());
+    }
+
+    /// Only WebSocket is ever upgraded to; `h2c` and other protocols are
+    /// not, and a list naming WebSocket among others asks for WebSocket.
+    #[test]
+    fn only_websocket_is_upgraded_to() {
+        for other in ["h2c", "HTTP/2.0", "TLS/1.2", "websocketx", "IRC/6.9"] {
+            let h = map(&[
+                ("connection", "Upgrade, HTTP2-Settings"),
+                ("upgrade", other),
+            ]);
+            assert!(requested_upgrade(&h).is_none(), "{other}");
+        }
+        let h = map(&[("connection", "upgrade"), ("upgrade", "h2c, WebSocket")]);
+        assert_eq!(requested_upgrade(&h).unwrap(), "websocket");
+    }
+
+    /// Whatever identity or forwarding header a client sends, Jenkins gets
+    /// only the proxy's: the constant `X-Forwarded-For` (crumbs before
+    /// 2.543 hash it) and the proxy's own address.
+    #[test]
+    fn identity_and_forwarding_headers_are_the_proxys() {
+        let mut h = map(&[
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+            ("x-forwarded-for", "198.51.100.7"),
+            ("forwarded", "for=203.0.113.9;proto=https"),
+            ("x-forwarded-host", "evil.example"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-port", "443"),
+            ("x-forwarded-user", "admin"),
+            ("X-Forwarded-Groups", "admins"),
+            ("x-remote-user", "admin"),
+            ("remote-user", "admin"),
+            ("x-real-ip", "203.0.113.9"),
+            ("x-auth-request-user", "admin"),
+            ("proxy-auth-cert", "MII..."),
+            ("x-my-realm-user", "admin"),
+            ("x-request-id", "kept"),
+            ("accept", "*/*"),
+        ]);
+        strip_client_credentials(&mut h, None, &[HeaderName::from_static("x-my-realm-user")]);
+        set_forwarded(&mut h, "127.0.0.1:8181");
+        let mut left: Vec<(String, String)> = h
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap().to_owned()))
+            .collect();
+        left.sort();
+        let expected = [
+            ("accept", "*/*"),
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-forwarded-host", "127.0.0.1:8181"),
+            ("x-forwarded-port", "8181"),
+            ("x-forwarded-proto", "http"),
+            ("x-request-id", "kept"),
+        ]
+        .map(|(k, v)| (k.to_owned(), v.to_owned()));
+        assert_eq!(left, expected);
     }
 
     #[test]

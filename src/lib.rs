@@ -10,6 +10,8 @@
 //!
 //! # Layout
 //!
+//! - `activity`: which client connections are idle; closing the oldest
+//!   idle ones at the connection cap.
 //! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]);
 //!   `config/` holds the `[listen]` and `[policy]` sections and secret loading.
 //! - `canonical`: canonical request paths and rule patterns.
@@ -66,6 +68,8 @@
 //!    duration, request id and what happened about the crumb; the metrics
 //!    count it.
 
+mod activity;
+mod binding;
 mod body;
 mod canonical;
 mod check;

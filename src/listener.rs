@@ -29,17 +29,32 @@ pub enum Listener {
     Unix(UnixSocket),
 }
 
-/// A Unix socket listener that removes its socket file when dropped.
+/// A Unix socket listener that removes its socket file when dropped, if
+/// the file at its path is still this socket.
 #[derive(Debug)]
 pub struct UnixSocket {
     listener: UnixListener,
     path: PathBuf,
+    /// Device and inode of the socket file as bound: another process may
+    /// have replaced it since (a second proxy that found it stale, an
+    /// operator), and that file is not ours to remove.
+    identity: (u64, u64),
 }
 
 impl Drop for UnixSocket {
     fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.path);
+        if file_identity(&self.path).is_some_and(|id| id == self.identity) {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
+}
+
+/// Device and inode of the file at `path` itself (not a symlink's target).
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt as _;
+    std::fs::symlink_metadata(path)
+        .ok()
+        .map(|meta| (meta.dev(), meta.ino()))
 }
 
 impl From<TcpListener> for Listener {
@@ -80,12 +95,14 @@ pub(crate) enum Accepted {
 
 impl Listener {
     /// Binds `addr`. A Unix socket gets `socket_mode` before it becomes
-    /// reachable under its name: it is bound under a temporary name, its
-    /// mode set, then renamed into place.
+    /// reachable under its name: it is bound under an unpredictable
+    /// temporary name, its mode set, then renamed into place.
     ///
     /// # Errors
     /// The address is in use (for a Unix socket: another process answers on
-    /// it, or the path is not a socket), or binding fails otherwise.
+    /// it, or the path is not a socket), the socket's directory lets other
+    /// users replace it (writable by others, no sticky bit), or binding
+    /// fails otherwise.
     pub async fn bind(addr: &ListenAddr, socket_mode: u32) -> io::Result<Self> {
         match addr {
             ListenAddr::Tcp(sock) => Ok(Listener::Tcp(TcpListener::bind(sock).await?)),
@@ -136,6 +153,7 @@ impl Listener {
 
 async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixSocket> {
     use std::os::unix::fs::{FileTypeExt as _, PermissionsExt as _};
+    check_directory(path)?;
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
             // Live or stale? Only a socket nobody answers on is replaced.
@@ -167,21 +185,76 @@ async fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixSocket> {
             format!("{} names no file", path.display()),
         )
     })?;
-    let mut temp_name = file_name.to_owned();
-    temp_name.push(format!(".{}.tmp", std::process::id()));
-    let temp = path.with_file_name(temp_name);
-    let _ = std::fs::remove_file(&temp);
-    let listener = UnixListener::bind(&temp)?;
+    // An unpredictable name, and `bind` never opens an existing file: no
+    // other user can have placed something there to be renamed into place.
+    let (listener, temp) = loop {
+        let mut temp_name = file_name.to_owned();
+        temp_name.push(format!(".{:016x}.tmp", random_u64()));
+        let temp = path.with_file_name(temp_name);
+        match UnixListener::bind(&temp) {
+            Ok(listener) => break (listener, temp),
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(e),
+        }
+    };
     let placed = std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(mode))
         .and_then(|()| std::fs::rename(&temp, path));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&temp);
         return Err(e);
     }
+    let identity = file_identity(path).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{} vanished right after it was bound", path.display()),
+        )
+    })?;
     Ok(UnixSocket {
         listener,
         path: path.to_owned(),
+        identity,
     })
+}
+
+/// Refuses a socket directory in which other users may delete or rename
+/// files (writable by them, without the sticky bit): any of them could put
+/// their own socket in the proxy's place, and clients would talk to it.
+/// `/tmp` (sticky) and a private `RuntimeDirectory=` pass.
+fn check_directory(path: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    let mode = std::fs::metadata(dir)?.permissions().mode();
+    let writable_by_others = mode & 0o002 != 0;
+    let sticky = mode & 0o1000 != 0;
+    if writable_by_others && !sticky {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "{} is writable by every user and has no sticky bit, so anyone could replace \
+                 the proxy's socket with their own; use a directory only the proxy's user can \
+                 write (e.g. a systemd RuntimeDirectory=), or `chmod +t {}`",
+                dir.display(),
+                dir.display()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// 64 unpredictable bits from the standard library's per-process random
+/// keys (`RandomState`, seeded by the OS), without another dependency.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    hasher.finish()
 }
 
 pin_project_lite::pin_project! {
@@ -299,7 +372,51 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::PermissionsExt as _;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A directory others may write without the sticky bit is refused with
+    /// the fix; with the sticky bit (as `/tmp`) it is fine.
+    #[tokio::test]
+    async fn socket_directory_writable_by_others_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o777)).unwrap();
+        let sock = shared.join("proxy.sock");
+        let err = bind_unix(&sock, 0o600).await.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
+        assert!(err.to_string().contains("chmod +t"), "{err}");
+        assert!(!sock.exists());
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let bound = bind_unix(&sock, 0o600).await.unwrap();
+        drop(bound);
+        assert!(!sock.exists(), "removed on drop");
+    }
+
+    /// On exit the socket file is removed only if it is still the one this
+    /// listener bound; a file put in its place stays.
+    #[tokio::test]
+    async fn only_its_own_socket_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("proxy.sock");
+        let bound = bind_unix(&sock, 0o600).await.unwrap();
+        assert_eq!(
+            std::fs::metadata(&sock).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Someone replaced it (a second proxy that took over the path).
+        std::fs::remove_file(&sock).unwrap();
+        std::fs::write(&sock, "not ours").unwrap();
+        drop(bound);
+        assert_eq!(std::fs::read_to_string(&sock).unwrap(), "not ours");
+        // No temporary names are left behind either.
+        let names: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["proxy.sock"]);
+    }
 
     /// Bytes that keep moving keep the connection open past `idle`; once
     /// they stop, reads fail after `idle`, measured from the last byte.

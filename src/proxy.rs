@@ -17,12 +17,12 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::uri::Authority;
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body as _;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use crate::activity::{Activity, Tracked};
 use crate::body::{self, ProxyBody};
 use crate::canonical::CanonicalPath;
 use crate::config::{Config, CrumbMode};
@@ -71,6 +71,8 @@ pub(crate) struct Shared {
     /// the kind of secret once).
     crumbs_enabled: bool,
     replay_body_max_bytes: u64,
+    /// What all kept bodies may take together (`crumb.replay_budget_bytes`).
+    replay_budget: body::ReplayBudget,
 }
 
 impl Shared {
@@ -96,6 +98,7 @@ impl Shared {
             roots: PerWorker::new(std::sync::Mutex::default),
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
+            replay_budget: body::ReplayBudget::new(config.crumb.replay_budget_bytes),
         })
     }
 
@@ -179,6 +182,31 @@ impl Shared {
             .ok()
     }
 
+    /// Before Jenkins 2.219 (LTS 2.204.2) the `/whoAmI/` page printed every
+    /// request header, the proxy's `Authorization` among them. The version
+    /// is asked right before (`X-Jenkins` of `whoAmI/api/json`, which never
+    /// echoes), so an upgrade or downgrade is seen; a page whose version is
+    /// old or unknown is refused.
+    async fn check_who_am_i_page(
+        &self,
+        method: &Method,
+        path: &CanonicalPath,
+    ) -> Result<(), ProxyError> {
+        let credentials = self.credentials().await;
+        let identity = crate::check::who_am_i(&self.upstream, &credentials).await;
+        let version = match &identity {
+            Ok(identity) => identity.version.as_deref(),
+            Err(crate::check::WhoAmIError::Upstream(e)) => return Err(e.clone().into()),
+            Err(_) => None,
+        };
+        if version.is_some_and(|v| !crate::check::echoes_request_headers(v)) {
+            return Ok(());
+        }
+        Err(ProxyError::Rejected(crate::filter::Rejection::who_am_i(
+            method, path, version,
+        )))
+    }
+
     /// Asks Jenkins whether the current credentials work (readiness).
     pub(crate) async fn check_credentials(&self) -> CredentialState {
         let credentials = self.credentials().await;
@@ -222,6 +250,8 @@ struct Connection {
     shared: Arc<Shared>,
     /// This client connection's way to Jenkins.
     lane: Arc<Lane>,
+    /// Whether a request is in flight, for reclaiming idle connections.
+    activity: Arc<Activity>,
     peer: Peer,
     /// How clients reach the listener (the bound address, port 0 resolved),
     /// used for `Location` rewriting when a client sent no usable `Host`.
@@ -229,13 +259,24 @@ struct Connection {
 }
 
 impl Proxy {
-    pub(crate) fn new(shared: Arc<Shared>, peer: Peer, authority: Arc<str>) -> Self {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        peer: Peer,
+        authority: Arc<str>,
+        activity: Arc<Activity>,
+    ) -> Self {
         Self(Arc::new(Connection {
             shared,
             lane: Arc::default(),
+            activity,
             peer,
             authority,
         }))
+    }
+
+    /// Whether this connection has a request in flight.
+    pub(crate) fn activity(&self) -> &Arc<Activity> {
+        &self.0.activity
     }
 
     /// The connection's lane, to be started with it and parked after.
@@ -257,7 +298,8 @@ impl Proxy {
 }
 
 impl hyper::service::Service<Request<Incoming>> for Proxy {
-    type Response = Response<ProxyBody>;
+    // The body marks the connection idle again once it is written.
+    type Response = Response<Tracked>;
     // Infallible on purpose: an `Err` would make hyper drop the connection
     // without a response (tower-http `timeout` explains the same choice).
     type Error = Infallible;
@@ -265,7 +307,12 @@ impl hyper::service::Service<Request<Incoming>> for Proxy {
 
     fn call(&self, req: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(handle(&this, req).await) })
+        let started = Instant::now();
+        this.0.activity.begin(started);
+        Box::pin(async move {
+            let resp = handle(&this, req, started).await;
+            Ok(resp.map(|body| Tracked::new(body, this.0.activity.clone())))
+        })
     }
 }
 
@@ -343,9 +390,12 @@ fn new_request_id() -> HeaderValue {
 
 /// Runs [`forward`], turns its error into a response, counts and logs the
 /// request in one line.
-async fn handle(proxy: &Proxy, mut req: Request<Incoming>) -> Response<ProxyBody> {
+async fn handle(
+    proxy: &Proxy,
+    mut req: Request<Incoming>,
+    started: Instant,
+) -> Response<ProxyBody> {
     let (shared, peer) = (&*proxy.0.shared, proxy.0.peer);
-    let started = Instant::now();
     let method = req.method().clone();
     // For the log line, which shows the path only: Jenkins puts `token=`
     // in query strings of remote build triggers, so the query is never
@@ -451,10 +501,13 @@ async fn forward(
         return Err(ProxyError::Connect);
     }
     let canonical = CanonicalPath::new(req.uri().path());
-    shared
+    let access = shared
         .policy
         .check_path(req.method(), req.uri(), req.headers(), &canonical)
         .map_err(ProxyError::Rejected)?;
+    if access.who_am_i_page {
+        Box::pin(shared.check_who_am_i_page(req.method(), &canonical)).await?;
+    }
 
     // 1. Only origin-form targets ("/job/x/build?delay=0sec"). An
     //    absolute-form target from a client that treats us as an HTTP proxy
@@ -480,7 +533,11 @@ async fn forward(
     let (parts, incoming) = req.into_parts();
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
-    headers::strip_client_credentials(&mut headers, shared.crumbs.known_field().as_ref());
+    headers::strip_client_credentials(
+        &mut headers,
+        shared.crumbs.known_field().as_ref(),
+        &shared.policy.identity_headers,
+    );
     headers.insert(header::HOST, shared.upstream.host().clone());
     headers::set_forwarded(&mut headers, &proxy_authority);
     // API answers get their root URLs rewritten, which needs them
@@ -509,7 +566,7 @@ async fn forward(
     } else {
         let lane = client_upgrade.is_none().then_some(lane);
         let mut resp = shared
-            .send(lane, outgoing.into_request(body::stream(incoming)))
+            .send(lane, outgoing.into_request(body::from_client(incoming)))
             .await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client) = client_upgrade {
@@ -572,17 +629,22 @@ async fn send_with_crumb(
     note: &mut CrumbNote,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // A body whose declared length fits the cap is read now so it can be
-    // replayed; a larger or chunked (unbounded) body streams as it comes.
-    let (kept, first_body) = match incoming.size_hint().exact() {
-        Some(len) if len <= shared.replay_body_max_bytes => {
-            let bytes = incoming
-                .collect()
+    // replayed, if the memory all kept bodies share has room for it; a
+    // larger or chunked (unbounded) body, or one beyond the budget, streams
+    // as it comes. The reservation is held until the request is done.
+    let reserved = incoming
+        .size_hint()
+        .exact()
+        .filter(|len| *len <= shared.replay_body_max_bytes)
+        .and_then(|len| Some((len, shared.replay_budget.try_reserve(len)?)));
+    let (kept, first_body) = match reserved {
+        Some((len, reservation)) => {
+            let bytes = body::read_declared(incoming, len)
                 .await
-                .map_err(ProxyError::ClientBody)?
-                .to_bytes();
-            (Some(bytes.clone()), body::full(bytes))
+                .map_err(ProxyError::ClientBody)?;
+            (Some((bytes.clone(), reservation)), body::full(bytes))
         }
-        _ => (None, body::stream(incoming)),
+        None => (None, body::from_client(incoming)),
     };
 
     let (crumb, lookup) = get_crumb(shared).await?;
@@ -614,7 +676,7 @@ async fn send_with_crumb(
         return Ok(Response::from_parts(parts, body));
     }
     shared.crumbs.invalidate(crumb.as_deref()).await;
-    let Some(bytes) = kept else {
+    let Some((bytes, _reservation)) = kept else {
         *note = CrumbNote::NotReplayed;
         let mut resp = Response::from_parts(parts, body);
         resp.headers_mut().insert(

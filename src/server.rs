@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 
+use crate::activity::{Activity, Connections, Registration};
 use crate::config::{Config, LimitsConfig, ShutdownConfig};
 use crate::listener::{Accepted, IdleTimeout, Listener, Peer};
 use crate::proxy::{Proxy, Shared};
@@ -107,9 +108,8 @@ impl App {
         // util's `GracefulShutdown` works the same way but does not accept
         // connections with upgrades enabled.)
         let (drain, _) = watch::channel(false);
-        // At most `max_connections` are served at once: the loop takes a
-        // permit before accepting, so further clients wait in the kernel's
-        // backlog instead of costing memory here (mini-redis).
+        // At most `max_connections` are served at once (mini-redis's
+        // semaphore); at the cap, idle connections make room (`activity`).
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
         let workers = Workers::start(crate::worker::count())?;
         let acceptor = Acceptor {
@@ -119,6 +119,7 @@ impl App {
             authority,
             drain: &drain,
             permits,
+            connections: Connections::new(),
         };
         acceptor.run(shutdown).await;
         self.shared.health().begin_shutdown();
@@ -156,35 +157,91 @@ struct Acceptor<'a> {
     authority: Arc<str>,
     drain: &'a watch::Sender<bool>,
     permits: Arc<Semaphore>,
+    connections: Arc<Connections>,
 }
+
+/// How often the acceptor, at the connection cap with every connection
+/// busy, looks again for one that has become idle.
+const RECLAIM_RETRY: Duration = Duration::from_millis(100);
 
 impl Acceptor<'_> {
     /// Accepts connections until `until` completes.
     async fn run(&self, until: impl Future<Output = ()>) {
         let mut until = std::pin::pin!(until);
         loop {
-            let permit = tokio::select! {
-                permit = self.permits.clone().acquire_owned() => match permit {
-                    Ok(permit) => permit,
-                    Err(_) => return,
-                },
+            let accepted = tokio::select! {
+                accepted = self.listener.accept() => accepted,
                 () = &mut until => return,
             };
+            let accepted = match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    handle_accept_error(e).await;
+                    continue;
+                }
+            };
+            // Accepted first, so that the new client is known to be
+            // waiting; then a slot, made free by closing an idle
+            // connection if need be.
+            let Some(permit) = self.slot(until.as_mut()).await else {
+                return;
+            };
+            let (activity, registration) = self.connections.register();
             let shared = &self.app.shared;
+            match accepted {
+                Accepted::Tcp(stream, addr) => {
+                    let _ = stream.set_nodelay(true);
+                    let service = Proxy::new(
+                        shared.clone(),
+                        Peer::Tcp(addr),
+                        self.authority.clone(),
+                        activity,
+                    );
+                    self.hand_over(
+                        stream.into_std(),
+                        tokio::net::TcpStream::from_std,
+                        service,
+                        (permit, registration),
+                    );
+                }
+                Accepted::Unix(stream, peer) => {
+                    let service =
+                        Proxy::new(shared.clone(), peer, self.authority.clone(), activity);
+                    self.hand_over(
+                        stream.into_std(),
+                        tokio::net::UnixStream::from_std,
+                        service,
+                        (permit, registration),
+                    );
+                }
+            }
+        }
+    }
+
+    /// A connection slot: at once if one is free; at the cap, the
+    /// connection idle longest is asked to close (nginx's reuse of
+    /// keep-alive connections), and if every one is busy, the first to
+    /// become idle or end. `None` when `until` completes first.
+    async fn slot(
+        &self,
+        mut until: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        if let Ok(permit) = self.permits.clone().try_acquire_owned() {
+            return Some(permit);
+        }
+        loop {
+            let asked = self.connections.reclaim_oldest_idle();
             tokio::select! {
-                accepted = self.listener.accept() => match accepted {
-                    Ok(Accepted::Tcp(stream, addr)) => {
-                        let _ = stream.set_nodelay(true);
-                        let service = Proxy::new(shared.clone(), Peer::Tcp(addr), self.authority.clone());
-                        self.hand_over(stream.into_std(), tokio::net::TcpStream::from_std, service, permit);
+                permit = tokio::time::timeout(RECLAIM_RETRY, self.permits.clone().acquire_owned()) => match permit {
+                    Ok(Ok(permit)) => return Some(permit),
+                    Ok(Err(_)) => return None,
+                    Err(_) => {
+                        if !asked {
+                            tracing::debug!("at limits.max_connections with every connection busy; waiting");
+                        }
                     }
-                    Ok(Accepted::Unix(stream, peer)) => {
-                        let service = Proxy::new(shared.clone(), peer, self.authority.clone());
-                        self.hand_over(stream.into_std(), tokio::net::UnixStream::from_std, service, permit);
-                    }
-                    Err(e) => handle_accept_error(e).await,
                 },
-                () = &mut until => return,
+                () = &mut until => return None,
             }
         }
     }
@@ -196,7 +253,7 @@ impl Acceptor<'_> {
         detached: io::Result<S>,
         attach: fn(S) -> io::Result<I>,
         service: Proxy,
-        permit: tokio::sync::OwnedSemaphorePermit,
+        held: Held,
     ) where
         S: Send + 'static,
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -207,12 +264,16 @@ impl Acceptor<'_> {
                 self.app.limits.clone(),
                 move || attach(socket),
                 service,
-                permit,
+                held,
             )),
             Err(e) => tracing::debug!(error = %e, "cannot hand over a connection"),
         }
     }
 }
+
+/// What a connection holds while it is open: its slot under
+/// `limits.max_connections` and its place among the reclaimable.
+type Held = (tokio::sync::OwnedSemaphorePermit, Registration);
 
 /// Convenience for tests and embedders: [`App::new`] then [`App::serve`].
 ///
@@ -244,7 +305,7 @@ async fn serve_connection<I>(
     limits: LimitsConfig,
     open: impl FnOnce() -> io::Result<I>,
     service: Proxy,
-    permit: tokio::sync::OwnedSemaphorePermit,
+    held: Held,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -268,10 +329,9 @@ async fn serve_connection<I>(
         // Counted from when the proxy starts waiting for a request head, so
         // it also bounds a keep-alive connection's wait for the next one.
         .header_read_timeout(limits.header_read_timeout)
-        // A head larger than this is answered 431 (RFC 6585 §5). Not
-        // `max_buf_size`: that also caps the read buffer for bodies, and
-        // uploads would crawl in 64 KiB reads.
+        // A head larger than this is answered 431 (RFC 6585 §5).
         .max_header_size(limits.max_header_bytes)
+        .max_buf_size(read_buffer_cap(&limits))
         .keep_alive(true)
         .serve_connection(
             TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),
@@ -279,13 +339,26 @@ async fn serve_connection<I>(
         )
         .with_upgrades();
     let mut conn = std::pin::pin!(conn);
+    let activity = proxy.activity().clone();
     let served = async {
-        tokio::select! {
-            result = conn.as_mut() => result,
-            () = Stop::new(stop.clone()) => {
-                // Finish the request in flight, then close (no keep-alive).
-                conn.as_mut().graceful_shutdown();
-                conn.await
+        let mut interrupt = std::pin::pin!(Stop::new(stop.clone(), activity.clone()));
+        loop {
+            tokio::select! {
+                result = conn.as_mut() => break result,
+                why = interrupt.as_mut() => match why {
+                    Interrupt::Shutdown => {
+                        // Finish the request in flight, then close (no keep-alive).
+                        conn.as_mut().graceful_shutdown();
+                        break conn.await;
+                    }
+                    // Asked to make room at the connection cap: closed if
+                    // still idle (a request may have arrived since).
+                    Interrupt::Reclaim if activity.is_idle() => {
+                        tracing::debug!(%peer, "idle connection closed to admit a new client");
+                        break Ok(());
+                    }
+                    Interrupt::Reclaim => {}
+                },
             }
         }
     };
@@ -295,12 +368,34 @@ async fn serve_connection<I>(
         tracing::debug!(%peer, error = %e, "connection ended with an error");
     }
     drop(stop);
-    drop(permit);
+    drop(held);
     drop(counted);
 }
 
+/// The largest read buffer of a client connection. hyper grows a
+/// connection's read buffer while a body streams in (up to about 400 KiB by
+/// default) and keeps it for the connection's life, so 300 clients that
+/// each uploaded 1 MiB held about 120 MiB between them; at 64 KiB they hold
+/// 19 MiB. Uploads of 256 MiB went through as fast (1.6–2.2 GB/s at 64 KiB,
+/// 0.9–2.1 at the default, on loopback). It must hold a whole request head.
+fn read_buffer_cap(limits: &LimitsConfig) -> usize {
+    const CAP: usize = 64 * 1024;
+    CAP.max(limits.max_header_bytes + 8192)
+}
+
+/// Why a connection's [`Stop`] completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Interrupt {
+    /// Shutdown began.
+    Shutdown,
+    /// The acceptor asked the connection to close if it is idle.
+    Reclaim,
+}
+
 pin_project_lite::pin_project! {
-    /// Completes when shutdown begins: `drain` sends `true`, or is gone.
+    /// Completes when shutdown begins (`drain` sends `true`, or is gone),
+    /// or when the acceptor asks the connection to close ([`Activity`]).
+    /// It can be polled again after a reclaim request.
     ///
     /// It is polled on every wake-up of its connection's task, several
     /// times per request, and the channel behind it is shared by every
@@ -313,42 +408,47 @@ pin_project_lite::pin_project! {
     struct Stop<F> {
         seen: watch::Receiver<bool>,
         registered: Option<std::task::Waker>,
+        activity: Arc<Activity>,
         #[pin]
         wait: F,
     }
 }
 
 impl Stop<()> {
-    fn new(stop: watch::Receiver<bool>) -> Stop<impl Future<Output = ()>> {
+    fn new(stop: watch::Receiver<bool>, activity: Arc<Activity>) -> Stop<impl Future<Output = ()>> {
         let seen = stop.clone();
         let wait = async move {
             let mut stop = stop;
             let _ = stop.wait_for(|stop| *stop).await;
         };
-        Stop::with(seen, wait)
+        Stop::with(seen, activity, wait)
     }
 }
 
 impl<F: Future<Output = ()>> Stop<F> {
     /// `wait` completes when `seen`'s channel says stop, and is woken only
     /// by a change to that channel.
-    fn with(seen: watch::Receiver<bool>, wait: F) -> Self {
+    fn with(seen: watch::Receiver<bool>, activity: Arc<Activity>, wait: F) -> Self {
         Self {
             seen,
             registered: None,
+            activity,
             wait,
         }
     }
 }
 
 impl<F: Future<Output = ()>> Future for Stop<F> {
-    type Output = ();
+    type Output = Interrupt;
 
     fn poll(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
+    ) -> std::task::Poll<Interrupt> {
         let this = self.project();
+        if this.activity.take_reclaim() {
+            return std::task::Poll::Ready(Interrupt::Reclaim);
+        }
         let unchanged = matches!(this.seen.has_changed(), Ok(false));
         if unchanged
             && this
@@ -359,9 +459,15 @@ impl<F: Future<Output = ()>> Future for Stop<F> {
             return std::task::Poll::Pending;
         }
         *this.registered = Some(cx.waker().clone());
+        this.activity.set_waker(cx.waker());
+        // Looked at again after the waker is in place: a request made
+        // before it was is not missed.
+        if this.activity.take_reclaim() {
+            return std::task::Poll::Ready(Interrupt::Reclaim);
+        }
         // Seen before `wait` looks, so a change after this is never missed.
         this.seen.mark_unchanged();
-        this.wait.poll(cx)
+        this.wait.poll(cx).map(|()| Interrupt::Shutdown)
     }
 }
 
@@ -490,7 +596,8 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::Stop;
+    use super::{Interrupt, Stop};
+    use crate::activity::Connections;
 
     /// Counts its wake-ups.
     #[derive(Default)]
@@ -507,14 +614,22 @@ mod tests {
         (wakes.clone(), Waker::from(wakes))
     }
 
-    fn poll(f: std::pin::Pin<&mut impl Future<Output = ()>>, waker: &Waker) -> Poll<()> {
+    fn poll(
+        f: std::pin::Pin<&mut impl Future<Output = Interrupt>>,
+        waker: &Waker,
+    ) -> Poll<Interrupt> {
         f.poll(&mut Context::from_waker(waker))
+    }
+
+    fn activity() -> Arc<crate::activity::Activity> {
+        // The registration is dropped: these tests never reclaim.
+        Connections::new().register().0
     }
 
     #[test]
     fn stop_completes_when_shutdown_begins_and_wakes_the_latest_waker() {
         let (tx, rx) = watch::channel(false);
-        let mut stop = pin!(Stop::new(rx));
+        let mut stop = pin!(Stop::new(rx, activity()));
         let (first, first_waker) = waker();
         let (latest, latest_waker) = waker();
         assert!(poll(stop.as_mut(), &first_waker).is_pending());
@@ -533,13 +648,34 @@ mod tests {
         tx.send(true).unwrap();
         assert_eq!(latest.0.load(Ordering::SeqCst), before.1 + 1);
         assert_eq!(first.0.load(Ordering::SeqCst), before.0);
-        assert!(poll(stop.as_mut(), &latest_waker).is_ready());
+        assert_eq!(
+            poll(stop.as_mut(), &latest_waker),
+            Poll::Ready(Interrupt::Shutdown)
+        );
+    }
+
+    /// A reclaim request completes the future, wakes the task, and the
+    /// future can be polled again afterwards.
+    #[test]
+    fn stop_completes_on_a_reclaim_request_and_goes_on() {
+        let (tx, rx) = watch::channel(false);
+        let connections = Connections::new();
+        let (activity, _registration) = connections.register();
+        let mut stop = pin!(Stop::new(rx, activity));
+        let (wakes, w) = waker();
+        assert!(poll(stop.as_mut(), &w).is_pending());
+        assert!(connections.reclaim_oldest_idle());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert_eq!(poll(stop.as_mut(), &w), Poll::Ready(Interrupt::Reclaim));
+        assert!(poll(stop.as_mut(), &w).is_pending());
+        tx.send(true).unwrap();
+        assert_eq!(poll(stop.as_mut(), &w), Poll::Ready(Interrupt::Shutdown));
     }
 
     #[test]
     fn stop_completes_when_the_sender_is_gone() {
         let (tx, rx) = watch::channel(false);
-        let mut stop = pin!(Stop::new(rx));
+        let mut stop = pin!(Stop::new(rx, activity()));
         let (wakes, w) = waker();
         assert!(poll(stop.as_mut(), &w).is_pending());
         assert!(poll(stop.as_mut(), &w).is_pending());
@@ -556,7 +692,7 @@ mod tests {
             polls.fetch_add(1, Ordering::SeqCst);
             Poll::<()>::Pending
         });
-        let mut stop = pin!(Stop::with(rx, wait));
+        let mut stop = pin!(Stop::with(rx, activity(), wait));
         let (_, a) = waker();
         let (_, b) = waker();
         for _ in 0..100 {

@@ -160,6 +160,10 @@ pub(crate) enum UpstreamError {
     Failed { reason: String },
     #[error("{reason}")]
     Tls { reason: String },
+    /// Not Jenkins' failure: the client's body broke while it was being
+    /// sent, and the request to Jenkins was cut off before its end.
+    #[error("the client's request body failed while it was sent to jenkins: {reason}")]
+    ClientBody { reason: String },
 }
 
 impl UpstreamError {
@@ -178,6 +182,11 @@ impl UpstreamError {
 
     /// An open connection failed while sending or receiving.
     pub(crate) fn from_send(err: &hyper::Error) -> Self {
+        if crate::body::is_client_body_error(err) {
+            return UpstreamError::ClientBody {
+                reason: root_cause(err),
+            };
+        }
         UpstreamError::Failed {
             reason: root_cause(err),
         }
@@ -186,6 +195,11 @@ impl UpstreamError {
     fn from_client(err: &hyper_util::client::legacy::Error) -> Self {
         if err.is_connect() {
             return Self::from_connect(err);
+        }
+        if crate::body::is_client_body_error(err) {
+            return UpstreamError::ClientBody {
+                reason: root_cause(err),
+            };
         }
         match tls::describe_failure(err) {
             Some(reason) => UpstreamError::Tls { reason },
@@ -207,6 +221,10 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 }
 
 type Connector = HttpsConnector<HttpConnector>;
+
+/// The largest read buffer and write queue of a client lane's connection to
+/// Jenkins.
+const UPSTREAM_BUFFER_CAP: usize = 64 * 1024;
 
 /// The pooled client plus what every request to Jenkins needs.
 #[derive(Debug)]
@@ -323,7 +341,14 @@ impl Upstream {
             .oneshot(self.connect_uri.clone())
             .await
             .map_err(|e| UpstreamError::from_connect(&*e))?;
-        let (sender, conn) = hyper::client::conn::http1::handshake(io)
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            // hyper queues up to this much of a request body for a Jenkins
+            // that reads slowly, and grows the read buffer for answers up
+            // to it, for the connection's life (the default is about 400
+            // KiB): a storm of uploads through many connections would
+            // otherwise hold that much per connection (see `server`).
+            .max_buf_size(UPSTREAM_BUFFER_CAP)
+            .handshake(io)
             .await
             .map_err(|e| UpstreamError::from_send(&e))?;
         Ok(Conn {

@@ -1,5 +1,8 @@
-//! The `[policy]` section: read-only mode, the allowed origins and the
-//! ordered allow/deny rules, with a check for rules an earlier one shadows.
+//! The `[policy]` section: read-only mode, the allowed origins, the extra
+//! identity headers and the ordered allow/deny rules, with a check for rules
+//! that can never match: shadowed by an earlier one, or written as an alias
+//! (`/manage/…`, `/view/V/job/…`, `/me/…`) of the path Jenkins binds, which
+//! is what patterns match.
 
 use super::*;
 
@@ -7,7 +10,9 @@ pub(super) fn policy_from_raw(
     raw: RawPolicy,
     allowed_hosts: HashSet<String>,
     client_token: Option<Secret>,
+    username: &str,
 ) -> Result<Policy, ConfigError> {
+    let me = username.to_lowercase();
     let read_only = raw.read_only.unwrap_or(false);
     let mut rules: Vec<Rule> = Vec::new();
     for (index, r) in raw.rules.into_iter().enumerate() {
@@ -36,25 +41,26 @@ pub(super) fn policy_from_raw(
             Some(list) => {
                 let mut methods = Vec::new();
                 for m in list {
-                    let method = http::Method::from_bytes(m.as_bytes())
-                        .ok()
-                        .filter(|_| m.chars().all(|c| c.is_ascii_uppercase()))
+                    let method = FORWARDED_METHODS
+                        .iter()
+                        .find(|known| known.as_str() == m)
+                        .cloned()
                         .ok_or_else(|| {
                             fail(format!(
-                                "method {m:?} is not an upper-case HTTP method such as \"POST\""
+                                "method {m:?} is not one the proxy forwards; use one of {} \
+                                 (upper case: methods are case-sensitive)",
+                                FORWARDED_METHODS.map(|m| m.to_string()).join(", ")
                             ))
                         })?;
-                    if method == http::Method::CONNECT {
-                        return Err(fail(
-                            "CONNECT never reaches the policy (the proxy refuses it)".into(),
-                        ));
-                    }
                     methods.push(method);
                 }
                 Some(methods)
             }
         };
         let pattern = Pattern::parse(&r.path).map_err(|p| fail(format!("can never match: {p}")))?;
+        if let Some(problem) = alias_problem(&pattern, &me) {
+            return Err(fail(problem));
+        }
         if read_only && action == Action::Allow {
             let writes_only = methods.as_ref().is_some_and(|ms| {
                 ms.iter()
@@ -103,14 +109,89 @@ pub(super) fn policy_from_raw(
         }
         allowed_origins.push(normalized);
     }
+    let mut identity_headers = Vec::new();
+    for name in raw.identity_headers {
+        let header =
+            http::HeaderName::from_bytes(name.as_bytes()).map_err(|_| ConfigError::Invalid {
+                key: "policy.identity_headers",
+                value: name.clone(),
+                problem: "is not a header name; write it as sent, e.g. \"X-Auth-User\"".into(),
+            })?;
+        if FRAMING_HEADERS.contains(&header.as_str()) {
+            return Err(ConfigError::Invalid {
+                key: "policy.identity_headers",
+                value: name,
+                problem: "the proxy needs this header to forward requests; list only headers \
+                          that carry a user or client identity"
+                    .into(),
+            });
+        }
+        identity_headers.push(header);
+    }
     Ok(Policy {
+        me,
         read_only,
+        identity_headers: identity_headers.into(),
         rules,
         allowed_origins,
         allowed_hosts: allowed_hosts.into_iter().collect(),
         client_token,
     })
 }
+
+/// The methods rules can name: those the proxy forwards (`filter` refuses
+/// the others, and `proxy` refuses CONNECT).
+const FORWARDED_METHODS: [http::Method; 7] = [
+    http::Method::GET,
+    http::Method::HEAD,
+    http::Method::POST,
+    http::Method::PUT,
+    http::Method::DELETE,
+    http::Method::OPTIONS,
+    http::Method::PATCH,
+];
+
+/// Patterns match the path Jenkins binds a request to (`binding`), so one
+/// written as an alias (`/manage/x`, `/view/all/job/x`, `/me/x`) would
+/// never match anything. Its literal part (up to a `**`, plus one more
+/// segment when the pattern goes on) is resolved like a request; if no
+/// reading of it is written the same, the pattern is refused with the form
+/// to write instead.
+fn alias_problem(pattern: &Pattern, me: &str) -> Option<String> {
+    let segments = pattern.segments();
+    let cut = segments
+        .iter()
+        .position(|s| s == "**")
+        .unwrap_or(segments.len());
+    let mut probe = segments[..cut].to_vec();
+    if cut < segments.len() {
+        probe.push("x".to_owned());
+    }
+    let written = format!("/{}", probe.join("/"));
+    let readings: Vec<String> = crate::binding::resolve(&probe, me)?
+        .iter()
+        .map(|b| format!("/{}", b.path().join("/")))
+        .collect();
+    if readings.contains(&written) {
+        return None;
+    }
+    Some(format!(
+        "can never match as written: patterns match the path Jenkins binds a request to, \
+         and it binds {written} as {}; write the pattern in that form (see \"Policy rules\" in README.md)",
+        readings.join(" or ")
+    ))
+}
+
+/// Headers that frame or route a request, which `policy.identity_headers`
+/// must not remove.
+const FRAMING_HEADERS: [&str; 6] = [
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+];
 
 /// Whether `earlier` matches every request a rule with `methods` and
 /// `pattern` would (so the later rule is dead).

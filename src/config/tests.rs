@@ -163,8 +163,16 @@ fn rules_that_can_never_match_are_config_errors() {
         ("action = \"deny\"\npath = \"/job/../x\"", &["`..`"]),
         ("action = \"deny\"\npath = \"/a//b\"", &["empty segment"]),
         ("action = \"deny\"\nmethods = []\npath = \"/x\"", &["methods = []"]),
-        ("action = \"deny\"\nmethods = [\"post\"]\npath = \"/x\"", &["upper-case"]),
-        ("action = \"deny\"\nmethods = [\"CONNECT\"]\npath = \"/x\"", &["CONNECT"]),
+        ("action = \"deny\"\nmethods = [\"post\"]\npath = \"/x\"", &["\"post\"", "case-sensitive", "POST"]),
+        ("action = \"deny\"\nmethods = [\"CONNECT\"]\npath = \"/x\"", &["\"CONNECT\"", "not one the proxy forwards"]),
+        ("action = \"deny\"\nmethods = [\"PROPFIND\"]\npath = \"/x\"", &["\"PROPFIND\""]),
+        ("action = \"deny\"\nmethods = [\"TRACE\"]\npath = \"/x\"", &["\"TRACE\""]),
+        // Patterns match the path Jenkins binds: an alias never matches.
+        ("action = \"deny\"\npath = \"/manage/scripttext\"", &["binds /manage/scripttext as /scripttext"]),
+        ("action = \"deny\"\npath = \"/manage/**\"", &["binds /manage/x as /x"]),
+        ("action = \"deny\"\npath = \"/view/all/job/x/**\"", &["as /job/x/x"]),
+        ("action = \"deny\"\npath = \"/me/**\"", &["as /user/alice/x"]),
+        ("action = \"deny\"\npath = \"/computer/(master)/**\"", &["/computer/(built-in)/x"]),
         ("action = \"block\"\npath = \"/x\"", &["\"allow\" or \"deny\""]),
         (
             "action = \"deny\"\npath = \"/**\"\n[[policy.rules]]\naction = \"allow\"\npath = \"/x\"",
@@ -188,6 +196,22 @@ fn rules_that_can_never_match_are_config_errors() {
     let c = load(&dir, &rule("action = \"allow\"\nmethods = [\"POST\"]\npath = \"/scripttext\"\n[[policy.rules]]\naction = \"deny\"\npath = \"/job/*/build/\"")).unwrap();
     assert_eq!(c.policy.rules.len(), 2);
     assert_eq!(c.policy.rules[1].name, "policy.rules[1]");
+    // Resolved forms, with wildcards, load.
+    for path in [
+        "/job/**/build",
+        "/view/*/**",
+        "/user/*/descriptorbyname/**",
+        "/computer/*/**",
+        "/**",
+        "/",
+    ] {
+        let c = load(
+            &dir,
+            &rule(&format!("action = \"deny\"\npath = \"{path}\"")),
+        )
+        .unwrap();
+        assert_eq!(c.policy.rules.len(), 1, "{path}");
+    }
 }
 
 #[test]

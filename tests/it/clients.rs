@@ -34,11 +34,13 @@ use http::{Method, StatusCode};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader};
 
-use crate::support::jenkins::{MockJenkins, ParamValue, Recorded, SAMPLE_JOB};
+use crate::support::jenkins::{MockJenkins, ParamValue, Recorded, PRE_2543_VERSION, SAMPLE_JOB};
 use crate::support::proxy::{Binary, Extra, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "clients' secret password";
+/// The client address the proxy tells Jenkins on every request.
+const PROXY_FORWARDED_FOR: &str = "127.0.0.1";
 /// A client program that runs longer than this has hung.
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(150);
 
@@ -83,6 +85,10 @@ async fn jenkins() -> MockJenkins {
     MockJenkins::builder()
         .context_path("/jenkins")
         .user(USER, PASSWORD)
+        // The LTS line whose crumbs hash the client address: every crumb
+        // the clients' requests carry must be the one the proxy fetched
+        // with its own `X-Forwarded-For`.
+        .version(PRE_2543_VERSION)
         .quiet_period(Duration::from_millis(600))
         .build_duration(Duration::from_millis(600))
         .plugin("matrix-project", "1.20")
@@ -286,7 +292,7 @@ fn assert_jenkins_side(jenkins: &MockJenkins, run: &Run, client: &str) {
         .collect();
     let client_crumbs: Vec<String> = client_sessions
         .iter()
-        .map(|s| jenkins.crumb_for(USER, s))
+        .map(|s| jenkins.crumb_for_ip(USER, PROXY_FORWARDED_FOR, s))
         .chain(
             run.result["client_crumbs"]
                 .as_array()
@@ -331,7 +337,7 @@ fn assert_jenkins_side(jenkins: &MockJenkins, run: &Run, client: &str) {
         );
         assert_eq!(
             crumb,
-            jenkins.crumb_for(USER, &session),
+            jenkins.crumb_for_ip(USER, PROXY_FORWARDED_FOR, &session),
             "{}: the crumb belongs to the session it came with",
             context(r)
         );

@@ -385,3 +385,52 @@ async fn no_secret_in_any_log_line_or_proxy_made_body() {
         }
     }
 }
+
+/// Client-controlled values cannot forge log lines or lines of a refusal's
+/// body: a path whose decoded form holds a line break, a carriage return or
+/// a Unicode line separator is written with those percent-encoded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn client_values_cannot_forge_log_lines() {
+    let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
+    let (proxy, _dir, _config) = crate::support::proxy::Binary::start_for(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &Extra::default(),
+        &[],
+    );
+    let http = Http::new();
+    for path in [
+        "/script/%0aFORGED%20line",
+        "/manage/%0d%0aFORGED/scriptText",
+        "/%E2%80%A8FORGED/eval",
+        "/job/x/%0a%1b%5B31mFORGED/../../../cli",
+    ] {
+        let reply = http.get(&proxy.url(path)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        let text = reply.text();
+        assert_eq!(text.lines().count(), 2, "{path}: {text:?}");
+        assert!(
+            !text.contains(['\r', '\u{1b}', '\u{2028}']),
+            "{path}: {text:?}"
+        );
+        if !path.contains("/../") {
+            assert!(
+                text.contains("%0A") || text.contains("%E2%80%A8"),
+                "{path}: {text:?}"
+            );
+        }
+    }
+    proxy.wait_for_log(|l| l.contains("/cli") && l.contains("denied-by-policy"));
+    let lines = proxy.log_lines();
+    for line in &lines {
+        assert!(
+            !line.trim_start().to_lowercase().starts_with("forged"),
+            "a forged line: {line:?}"
+        );
+        assert!(!line.contains(['\r', '\u{1b}', '\u{2028}']), "{line:?}");
+    }
+    assert!(crate::support::proxy::client_requests(&jenkins).is_empty());
+    proxy.terminate();
+    jenkins.finish().await;
+}

@@ -540,41 +540,6 @@ async fn slow_and_idle_clients_are_cut_off() {
     jenkins.finish().await;
 }
 
-/// At most `limits.max_connections` clients are served at once; the next
-/// waits until one leaves, then is served.
-#[tokio::test]
-async fn connection_cap_holds_extra_clients_back() {
-    let jenkins = jenkins().await;
-    let extra = Extra {
-        tail: "[limits]\nmax_connections = 2".into(),
-        ..Extra::default()
-    };
-    let proxy = proxy_with(&jenkins, extra).await;
-    let first = TcpStream::connect(proxy.addr).await.unwrap();
-    let _second = TcpStream::connect(proxy.addr).await.unwrap();
-    let mut third = TcpStream::connect(proxy.addr).await.unwrap();
-    third
-        .write_all(b"GET /api/json HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    // A negative check: nothing is served while two connections are held.
-    let mut byte = [0u8; 1];
-    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
-    assert!(
-        early.is_err(),
-        "the third client was served while the cap was reached"
-    );
-    assert!(jenkins.requests().is_empty());
-    drop(first);
-    let response = read_until_closed(&mut third, Duration::from_secs(10)).await;
-    assert!(
-        format!("{}{response}", byte[0] as char).contains("200 OK"),
-        "{response}"
-    );
-    proxy.stop().await;
-    jenkins.finish().await;
-}
-
 /// A Unix socket listener: created 0600 over a stale socket file, usable by
 /// curl, the peer's uid and pid in the request log, removed on exit; a live
 /// socket is never taken over.

@@ -65,8 +65,13 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
-/// Version reported in `X-Jenkins` (the version the third-party captures of behaviour §2 used).
-pub const JENKINS_VERSION: &str = "2.541.3";
+/// Version reported in `X-Jenkins` by default: the first whose crumbs no longer hash the
+/// client IP (behaviour §1, 2.543), which is how the double computes them unless
+/// [`Builder::version`] names an older one.
+pub const JENKINS_VERSION: &str = "2.543";
+/// The last LTS line whose crumbs hash the client IP (the version the third-party captures of
+/// behaviour §2 used).
+pub const PRE_2543_VERSION: &str = "2.541.3";
 /// How much of each request body [`Recorded::body`] keeps.
 pub const RECORD_CAP: usize = 1 << 20;
 /// The message of the CSRF rejection (behaviour §6); clients match on it.
@@ -207,9 +212,55 @@ pub struct Builder {
     configured_root: Option<String>,
     build_duration: Duration,
     plugins: Vec<(String, String)>,
+    version: String,
+    trusted_user_header: Option<HeaderName>,
+    folders: BTreeSet<String>,
+    views: BTreeSet<String>,
+    agents: BTreeSet<String>,
 }
 
 impl Builder {
+    /// A folder (an item group, behaviour §13): `job/F/job/J` reaches its job `F/J`, added with
+    /// [`Builder::job`]; `job/F/view/V` its views; `job/F/credentials` its credentials store.
+    pub fn folder(mut self, full_name: &str) -> Self {
+        self.folders.insert(full_name.to_owned());
+        self
+    }
+
+    /// A view besides `all` (behaviour §13: a view hands out every item of its owner's group).
+    pub fn view(mut self, name: &str) -> Self {
+        self.views.insert(name.to_owned());
+        self
+    }
+
+    /// An agent besides the built-in node (`computer/NAME`).
+    pub fn agent(mut self, name: &str) -> Self {
+        self.agents.insert(name.to_owned());
+        self
+    }
+
+    /// The version announced in `X-Jenkins`; the double behaves like it where versions differ:
+    /// before 2.543 crumbs hash the client IP (behaviour §5, §13: the first `X-Forwarded-For`
+    /// element, else the peer address), and before 2.219 (LTS 2.204.2) the `/whoAmI/` page
+    /// prints every request header, `Authorization` included (SECURITY-1695, §13).
+    ///
+    /// # Panics
+    /// If `version` is not dot-separated numbers.
+    pub fn version(mut self, version: &str) -> Self {
+        assert!(parse_version(version).is_some(), "version {version:?}");
+        self.version = version.to_owned();
+        self
+    }
+
+    /// Trust `name` as a header-based security realm does (the reverse-proxy-auth plugin's
+    /// `X-Forwarded-User`, behaviour §13): a request carrying it is authenticated as the user it
+    /// names, whatever its `Authorization`. A double that a client could fool this way shows
+    /// that a proxy never lets such a header through.
+    pub fn trust_user_header(mut self, name: &str) -> Self {
+        self.trusted_user_header = Some(HeaderName::try_from(name).expect("header name"));
+        self
+    }
+
     /// Serve everything under `p` (`""` for the root, or e.g. `"/jenkins"`; behaviour §3.1
     /// `Path=<context path>`).
     pub fn context_path(mut self, p: &str) -> Self {
@@ -387,6 +438,13 @@ impl Builder {
             quiet_period: self.quiet_period,
             build_duration: self.build_duration,
             plugins: self.plugins,
+            client_ip_crumbs: parse_version(&self.version) < parse_version("2.543"),
+            echoes_headers: echoes_headers(&self.version),
+            version: HeaderValue::try_from(self.version).expect("version header"),
+            trusted_user_header: self.trusted_user_header,
+            folders: self.folders,
+            views: self.views,
+            agents: self.agents,
             jobs: self.jobs,
             denied: self.denied,
             artifacts: self.artifacts,
@@ -458,6 +516,11 @@ impl MockJenkins {
             extra_headers: HashMap::new(),
             build_duration: Duration::ZERO,
             plugins: Vec::new(),
+            version: JENKINS_VERSION.to_owned(),
+            trusted_user_header: None,
+            folders: BTreeSet::new(),
+            views: BTreeSet::from(["all".to_owned()]),
+            agents: BTreeSet::new(),
         }
     }
 
@@ -579,9 +642,19 @@ impl MockJenkins {
         self.shared.lock().issued_crumbs.clone()
     }
 
-    /// The crumb the double expects from `user` in session `session_id` (behaviour §5).
+    /// The crumb the double expects from `user` in session `session_id` (behaviour §5), for
+    /// a version that does not hash the client IP.
     pub fn crumb_for(&self, user: &str, session_id: &str) -> String {
+        assert!(
+            !self.shared.config.client_ip_crumbs,
+            "this double hashes the client IP; use crumb_for_ip"
+        );
         self.shared.crumb_for(user, session_id)
+    }
+
+    /// The crumb a pre-2.543 double expects from `user` at `ip` in session `session_id`.
+    pub fn crumb_for_ip(&self, user: &str, ip: &str, session_id: &str) -> String {
+        self.shared.crumb_for_ip(user, ip, session_id)
     }
 
     /// The jobs that exist now, by name.
@@ -617,6 +690,14 @@ impl MockJenkins {
                 building: b.building(now),
             })
             .collect()
+    }
+
+    /// The dangerous actions the double carried out, as `METHOD what` (the script console ran,
+    /// a heap dump was handed out, an API token generated …; behaviour §13). A proxy's guard
+    /// is tested against a double that answers these, so a refusal is a refusal of something
+    /// that would have happened.
+    pub fn dangerous(&self) -> Vec<String> {
+        self.shared.lock().dangerous.clone()
     }
 
     /// Requests recorded as unexpected so far (see [`MockJenkins::finish`]).
@@ -748,6 +829,16 @@ struct Config {
     quiet_period: Duration,
     build_duration: Duration,
     plugins: Vec<(String, String)>,
+    /// `X-Jenkins`.
+    version: HeaderValue,
+    /// Crumbs hash the client IP (before 2.543).
+    client_ip_crumbs: bool,
+    /// The `/whoAmI/` page prints the request headers (before 2.219 / 2.204.2).
+    echoes_headers: bool,
+    trusted_user_header: Option<HeaderName>,
+    folders: BTreeSet<String>,
+    views: BTreeSet<String>,
+    agents: BTreeSet<String>,
     /// The jobs the builder declared. They take any parameters on `buildWithParameters`
     /// (the double's tests rely on that), while jobs created from XML take exactly those
     /// their configuration defines (behaviour §7.2).
@@ -786,6 +877,8 @@ struct Shared {
 struct State {
     requests: Vec<Recorded>,
     unexpected: Vec<String>,
+    /// Dangerous actions the double carried out ([`MockJenkins::dangerous`]).
+    dangerous: Vec<String>,
     /// Session id -> last access (behaviour §3.2: idle timeout refreshed by every request).
     sessions: HashMap<String, Instant>,
     issued_crumbs: Vec<String>,
@@ -927,10 +1020,19 @@ impl Shared {
         lock(&self.state)
     }
 
-    /// Behaviour §5: `lowercase_hex(SHA-256("<user>;<sessionId>" || salt))`.
+    /// Behaviour §5: `lowercase_hex(SHA-256("<user>;<sessionId>" || salt))` since 2.543.
     fn crumb_for(&self, user: &str, session_id: &str) -> String {
+        self.crumb_with(&format!("{user};{session_id}"))
+    }
+
+    /// Behaviour §5, 2.190 to 2.542: `"<user>;<clientIP>;<sessionId>"`.
+    fn crumb_for_ip(&self, user: &str, ip: &str, session_id: &str) -> String {
+        self.crumb_with(&format!("{user};{ip};{session_id}"))
+    }
+
+    fn crumb_with(&self, hashed: &str) -> String {
         let mut hasher = Sha256::new();
-        hasher.update(format!("{user};{session_id}").as_bytes());
+        hasher.update(hashed.as_bytes());
         hasher.update(self.config.salt.as_bytes());
         hex(&hasher.finalize())
     }
@@ -966,9 +1068,9 @@ async fn accept_loop(
         tokio::select! {
             _ = &mut stop => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let index = shared.connections.fetch_add(1, Ordering::SeqCst);
-                    connections.spawn(serve_connection(stream, Arc::clone(&shared), index));
+                    connections.spawn(serve_connection(stream, peer, Arc::clone(&shared), index));
                 }
                 Err(error) => {
                     // As axum's listener does: never leave the loop; back off on e.g. EMFILE.
@@ -1000,12 +1102,17 @@ fn collect_panic(done: Result<(), tokio::task::JoinError>, panics: &mut Vec<Stri
     }
 }
 
-async fn serve_connection(stream: tokio::net::TcpStream, shared: Arc<Shared>, index: usize) {
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    index: usize,
+) {
     shared.open.fetch_add(1, Ordering::SeqCst);
     let mut close_idle = shared.close_idle.subscribe();
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| serve_request(Arc::clone(&shared), index, req))
+        service_fn(move |req| serve_request(Arc::clone(&shared), index, peer, req))
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -1067,11 +1174,12 @@ async fn receive(mut body: Incoming, shared: &Shared) -> Received {
 async fn serve_request(
     shared: Arc<Shared>,
     connection: usize,
+    peer: SocketAddr,
     req: Request<Incoming>,
 ) -> Result<Response<MockBody>, Infallible> {
     let (parts, body) = req.into_parts();
     let received = receive(body, &shared).await;
-    let mut ex = Exchange::new(&shared, &parts, &received);
+    let mut ex = Exchange::new(&shared, &parts, &received, peer);
     let mut response = ex.respond();
     let path = parts.uri.path();
     if let Some(extra) = shared.config.extra_headers.get(path) {
@@ -1124,6 +1232,8 @@ struct Exchange<'a> {
     shared: &'a Shared,
     parts: &'a Parts,
     body: &'a Received,
+    /// The TCP peer.
+    peer: SocketAddr,
     now: Instant,
     /// Valid session presented by the client, or created while answering.
     session: Option<String>,
@@ -1135,11 +1245,12 @@ struct Exchange<'a> {
 }
 
 impl<'a> Exchange<'a> {
-    fn new(shared: &'a Shared, parts: &'a Parts, body: &'a Received) -> Self {
+    fn new(shared: &'a Shared, parts: &'a Parts, body: &'a Received, peer: SocketAddr) -> Self {
         Self {
             shared,
             parts,
             body,
+            peer,
             now: Instant::now(),
             session: None,
             new_session: false,
@@ -1195,8 +1306,8 @@ impl<'a> Exchange<'a> {
             self.unexpected = Some("outside the context path".to_owned());
             return jetty_error(StatusCode::NOT_FOUND, "Not Found", full_path);
         };
-        let rel = rel.to_owned();
-        let route = Route::parse(&rel);
+        let segments = jetty_segments(rel);
+        let route = self.bind(&segments);
         if self.parts.method == Method::GET && matches!(route, Route::CrumbIssuer(_)) {
             // Counted whatever the answer (401, 403, 404): it reached Jenkins.
             self.shared.lock().crumb_fetches += 1;
@@ -1215,7 +1326,7 @@ impl<'a> Exchange<'a> {
         if self.parts.method == Method::POST
             && self.shared.csrf.load(Ordering::SeqCst)
             && !self.via_api_token
-            && rel != "/cli"
+            && !matches!(segments.first().map(String::as_str), Some("cli"))
             && !self.crumb_is_valid()
         {
             let mut response = jetty_error(
@@ -1231,9 +1342,11 @@ impl<'a> Exchange<'a> {
         }
 
         // Overall/Read is needed for everything but `whoAmI` (behaviour §2).
-        if self.user.is_none() && !matches!(route, Route::WhoAmI) {
+        if self.user.is_none() && !matches!(route, Route::WhoAmI | Route::WhoAmIPage) {
             return self.anonymous_denied();
         }
+        // Bound again now that the user is known (`/me`).
+        let route = self.bind(&segments);
         self.dispatch(route)
     }
 
@@ -1273,8 +1386,15 @@ impl<'a> Exchange<'a> {
         id
     }
 
-    /// Behaviour §2: only `Basic`; token first, then password. `Err` means 401.
+    /// Behaviour §2: only `Basic`; token first, then password. `Err` means 401. A header the
+    /// double was told to trust (a header-based realm, behaviour §13) wins over all of it.
     fn authenticate(&mut self) -> Result<(), ()> {
+        if let Some(name) = &self.shared.config.trusted_user_header {
+            if let Some(user) = self.parts.headers.get(name).and_then(|v| v.to_str().ok()) {
+                self.user = Some(user.to_owned());
+                return Ok(());
+            }
+        }
         let Some(value) = self.parts.headers.get(header::AUTHORIZATION) else {
             return Ok(());
         };
@@ -1355,7 +1475,24 @@ impl<'a> Exchange<'a> {
         };
         let session = self.ensure_session();
         let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
-        presented == self.shared.crumb_for(&user, &session)
+        presented == self.expected_crumb(&user, &session)
+    }
+
+    /// The crumb of `user` in `session` for this request: before 2.543 it also hashes the
+    /// client IP, the first element of `X-Forwarded-For` split on `,` and not trimmed, else
+    /// the peer address (`DefaultCrumbIssuer.getClientIP`, behaviour §5).
+    fn expected_crumb(&self, user: &str, session: &str) -> String {
+        if !self.shared.config.client_ip_crumbs {
+            return self.shared.crumb_for(user, session);
+        }
+        let ip = self
+            .parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(',').next().unwrap_or(v).to_owned())
+            .unwrap_or_else(|| self.peer.ip().to_string());
+        self.shared.crumb_for_ip(user, &ip, session)
     }
 
     /// `HudsonAuthenticationEntryPoint` (behaviour §2), with its request-cache session.
@@ -1397,7 +1534,7 @@ impl<'a> Exchange<'a> {
     /// `Functions.advertiseHeaders`.
     fn advertise(&self, headers: &mut HeaderMap) {
         headers.insert("x-hudson", HeaderValue::from_static("1.395"));
-        headers.insert("x-jenkins", HeaderValue::from_static(JENKINS_VERSION));
+        headers.insert("x-jenkins", self.shared.config.version.clone());
         headers.insert(
             "x-jenkins-session",
             value(self.shared.config.instance_hash.clone()),
@@ -1510,6 +1647,7 @@ impl<'a> Exchange<'a> {
             Route::CreateItem => self.create_item(),
             Route::CrumbIssuer(flavour) => self.crumb_issuer(flavour),
             Route::WhoAmI => self.who_am_i(),
+            Route::WhoAmIPage => self.who_am_i_page(),
             Route::Me(flavour) => self.me(flavour),
             Route::PluginManager(flavour) => {
                 if self.shared.config.plugins.is_empty() {
@@ -1519,7 +1657,11 @@ impl<'a> Exchange<'a> {
                 self.plugin_manager(flavour)
             }
             Route::QueueItem(id, flavour) => self.queue_item(id, flavour),
-            Route::QueueItemPage(_) => self.not_found(),
+            Route::QueueItemPage(_) | Route::NotFound => self.not_found(),
+            Route::Dangerous(what) => self.dangerous(&what),
+            Route::Page(title) => self.layout_page(StatusCode::OK, title, "<h1>Jenkins</h1>"),
+            Route::UserApi(name) => self.user_api(&name),
+            Route::ComputerApi(name) => self.computer_api(&name),
             // Unknown views are a normal answer, like unknown jobs.
             Route::ViewApi { name, flavour } if name == "all" => self.all_view(flavour),
             Route::ViewApi { .. } => self.not_found(),
@@ -1565,7 +1707,7 @@ impl<'a> Exchange<'a> {
         let session = self.ensure_session();
         let crumb_attrs = if self.shared.csrf.load(Ordering::SeqCst) {
             let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
-            let crumb = self.shared.crumb_for(&user, &session);
+            let crumb = self.expected_crumb(&user, &session);
             self.remember_crumb(&crumb);
             format!(
                 " data-crumb-header=\"{}\" data-crumb-value=\"{crumb}\"",
@@ -1648,7 +1790,7 @@ impl<'a> Exchange<'a> {
         }
         let session = self.ensure_session();
         let user = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
-        let crumb = self.shared.crumb_for(&user, &session);
+        let crumb = self.expected_crumb(&user, &session);
         self.remember_crumb(&crumb);
         let field = self.shared.config.crumb_field.clone();
         let object = Json::Obj(vec![
@@ -1831,8 +1973,13 @@ impl<'a> Exchange<'a> {
         ])
     }
 
+    /// `…/job/F/job/J/` for the job `F/J` in folder `F`.
     fn job_url(&self, name: &str) -> String {
-        format!("{}job/{}/", self.root_url(), url_encode(name))
+        let mut url = self.root_url();
+        for part in name.split('/') {
+            let _ = write!(url, "job/{}/", url_encode(part));
+        }
+        url
     }
 
     fn build_url(&self, job: &str, number: u32) -> String {
@@ -1950,6 +2097,76 @@ impl<'a> Exchange<'a> {
             ("name", Json::str(&name)),
         ]);
         self.json(&object)
+    }
+
+    /// An endpoint that runs code, hands out a secret, or stops the controller (behaviour §13),
+    /// answered as if it had done so, and remembered ([`MockJenkins::dangerous`]).
+    fn dangerous(&mut self, what: &str) -> Response<MockBody> {
+        self.shared
+            .lock()
+            .dangerous
+            .push(format!("{} {what}", self.parts.method));
+        full(
+            StatusCode::OK,
+            "text/plain;charset=UTF-8",
+            format!("done: {what}\n"),
+        )
+    }
+
+    /// `user/NAME/api/json` of another user than the caller.
+    fn user_api(&mut self, name: &str) -> Response<MockBody> {
+        let object = Json::Obj(vec![
+            ("_class", Json::str("hudson.model.User")),
+            ("fullName", Json::str(name)),
+            ("id", Json::str(name)),
+        ]);
+        self.json(&object)
+    }
+
+    /// `computer/NAME/api/json`.
+    fn computer_api(&mut self, name: &str) -> Response<MockBody> {
+        let class = if name == BUILT_IN {
+            "hudson.model.Hudson$MasterComputer"
+        } else {
+            "hudson.slaves.SlaveComputer"
+        };
+        let object = Json::Obj(vec![
+            ("_class", Json::str(class)),
+            (
+                "displayName",
+                Json::str(if name == BUILT_IN {
+                    "Built-In Node"
+                } else {
+                    name
+                }),
+            ),
+            ("offline", Json::Bool(false)),
+        ]);
+        self.json(&object)
+    }
+
+    /// `whoAmI/` (`hudson/security/WhoAmI/index.jelly`): the caller's name and authorities,
+    /// and before 2.219 / LTS 2.204.2 every request header, `Authorization` included
+    /// (SECURITY-1695, behaviour §13).
+    fn who_am_i_page(&mut self) -> Response<MockBody> {
+        let name = self.user.clone().unwrap_or_else(|| "anonymous".to_owned());
+        let mut main = format!(
+            "<h1>Who Am I?</h1><table><tr><td>Name:</td><td>{}</td></tr></table>",
+            escape_html(&name)
+        );
+        if self.shared.config.echoes_headers {
+            main.push_str("<h2>Request Headers</h2><table>");
+            for (header, value) in &self.parts.headers {
+                let _ = write!(
+                    main,
+                    "<tr><td>{}</td><td>{}</td></tr>",
+                    escape_html(header.as_str()),
+                    escape_html(value.to_str().unwrap_or(""))
+                );
+            }
+            main.push_str("</table>");
+        }
+        self.layout_page(StatusCode::OK, "Who Am I", &main)
     }
 
     /// `me/api/json`: the `User` object of the caller (python-jenkins' `get_whoami`).
@@ -3038,6 +3255,18 @@ enum Route {
     CreateItem,
     CrumbIssuer(ApiFlavour),
     WhoAmI,
+    /// `whoAmI/`: the HTML page (behaviour §13).
+    WhoAmIPage,
+    /// Something Jenkins would answer 404 to (an unknown job, view, user or agent).
+    NotFound,
+    /// A dangerous endpoint (behaviour §13), described for [`MockJenkins::dangerous`].
+    Dangerous(String),
+    /// A plain page (`/manage`).
+    Page(&'static str),
+    /// `user/NAME/api/json` of another user.
+    UserApi(String),
+    /// `computer/NAME/api/json`.
+    ComputerApi(String),
     /// `me/api/…`: the current user.
     Me(ApiFlavour),
     PluginManager(ApiFlavour),
@@ -3107,12 +3336,11 @@ enum JobRoute {
 }
 
 impl Route {
-    /// `rel` is the path below the context, starting with `/`.
-    fn parse(rel: &str) -> Route {
-        let segments: Vec<&str> = rel.trim_start_matches('/').split('/').collect();
+    /// The root object's own routes; `segments` are decoded ([`jetty_segments`]).
+    fn root(segments: &[&str]) -> Route {
         let flavour = ApiFlavour::parse;
-        match segments.as_slice() {
-            [""] => Route::Dashboard,
+        match segments {
+            [] => Route::Dashboard,
             ["api", f] => match flavour(f) {
                 Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::RootApi(f),
                 _ => Route::Unknown,
@@ -3120,10 +3348,8 @@ impl Route {
             ["createItem"] => Route::CreateItem,
             ["crumbIssuer", "api", f] => flavour(f).map_or(Route::Unknown, Route::CrumbIssuer),
             ["whoAmI", "api", "json"] => Route::WhoAmI,
-            ["me", "api", f] => match flavour(f) {
-                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::Me(f),
-                _ => Route::Unknown,
-            },
+            ["whoAmI"] => Route::WhoAmIPage,
+            ["manage"] => Route::Page("Manage Jenkins"),
             ["pluginManager", "api", f] => match flavour(f) {
                 Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::PluginManager(f),
                 _ => Route::Unknown,
@@ -3134,24 +3360,266 @@ impl Route {
                 }
                 _ => Route::Unknown,
             },
-            ["queue", "item", id] | ["queue", "item", id, ""] => match id.parse() {
+            ["queue", "item", id] => match id.parse() {
                 Ok(id) => Route::QueueItemPage(id),
                 Err(_) => Route::Unknown,
             },
-            ["job", name, rest @ ..] => Route::Job {
-                name: percent_decode(name, false),
-                rest: JobRoute::parse(rest),
+            [action, rest @ ..] => match root_danger(action, rest) {
+                Some(what) => Route::Dangerous(what),
+                None => Route::Unknown,
             },
-            ["view", name, "api", f] => match flavour(f) {
-                Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::ViewApi {
-                    name: percent_decode(name, false),
-                    flavour: f,
+        }
+    }
+}
+
+/// The built-in node's name in URLs (`computer/(built-in)`; `(master)` and `""` also work).
+const BUILT_IN: &str = "(built-in)";
+
+/// What a dangerous action of the root object does (behaviour §13), when `action` is one.
+fn root_danger(action: &str, rest: &[&str]) -> Option<String> {
+    let what = match action {
+        "script" | "scriptText" => "script console on the controller",
+        "eval" => "Jelly script from the request body",
+        "cli" if rest == ["ws"] => "CLI over WebSocket",
+        "cli" => "CLI",
+        "heapDump" => "heap dump of the controller",
+        "scriptApproval" => "script approval",
+        "credentials" => "system credentials store",
+        "configureSecurity" => "global security configuration",
+        "pluginManager" => "plugin manager",
+        "updateCenter" => "update center",
+        "systemInfo" => "system information of the controller",
+        "log" => "system log",
+        "restart"
+        | "safeRestart"
+        | "exit"
+        | "safeExit"
+        | "quietDown"
+        | "cancelQuietDown"
+        | "reload"
+        | "gc"
+        | "simulateOutOfMemory"
+        | "prepareShutdown" => action,
+        _ => return None,
+    };
+    Some(what.to_owned())
+}
+
+/// An object of the double's model that a URL reaches (behaviour §13).
+#[derive(Debug, Clone)]
+enum Obj {
+    Root,
+    /// A job or folder by full name (`folder/job`).
+    Item(String),
+    /// A view; its items belong to `group` (`""` for the root, else a folder).
+    View {
+        group: String,
+    },
+    /// A user's views (`MyViewsProperty`).
+    MyViews(String),
+    User(String),
+    Computer(String),
+}
+
+impl Exchange<'_> {
+    /// Walks `segments` the way Stapler's URL binding does for the objects the double has
+    /// (behaviour §13), independently of how the proxy models it: `manage` falls back to the
+    /// root, views hand out the items of their owner's group and (for top-level views) the
+    /// root's actions, `me` is the caller, users have `my-views`, the built-in node's `node`
+    /// and a build's `builtOn` are the root. Tokens are matched case-sensitively, as Stapler
+    /// does.
+    fn bind(&self, segments: &[String]) -> Route {
+        let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+        let mut object = Obj::Root;
+        let mut rest: &[&str] = &segs;
+        loop {
+            let step = match (&object, rest) {
+                (_, []) => None,
+                (Obj::Root, ["manage", more @ ..]) if !more.is_empty() => Some((Obj::Root, more)),
+                (Obj::Root, ["job" | "item", name, more @ ..]) => {
+                    Some((Obj::Item((*name).to_owned()), more))
+                }
+                (Obj::Root, ["view", name, more @ ..])
+                    if self.shared.config.views.contains(*name) =>
+                {
+                    Some((
+                        Obj::View {
+                            group: String::new(),
+                        },
+                        more,
+                    ))
+                }
+                (Obj::Root, ["user", name, more @ ..])
+                | (Obj::Root, ["securityRealm", "user", name, more @ ..]) => {
+                    Some((Obj::User((*name).to_owned()), more))
+                }
+                (Obj::Root, ["me", more @ ..]) => match &self.user {
+                    Some(me) => Some((Obj::User(me.clone()), more)),
+                    None => return Route::NotFound,
+                },
+                (Obj::Root, ["computer", name, more @ ..]) => {
+                    let name = match *name {
+                        "" | "(master)" | BUILT_IN => BUILT_IN,
+                        other => other,
+                    };
+                    if name != BUILT_IN && !self.shared.config.agents.contains(name) {
+                        return Route::NotFound;
+                    }
+                    Some((Obj::Computer(name.to_owned()), more))
+                }
+                (Obj::Item(full), ["job" | "item", name, more @ ..])
+                    if self.shared.config.folders.contains(full) =>
+                {
+                    Some((Obj::Item(format!("{full}/{name}")), more))
+                }
+                (Obj::Item(full), ["view", name, more @ ..])
+                    if self.shared.config.folders.contains(full)
+                        && self.shared.config.views.contains(*name) =>
+                {
+                    Some((
+                        Obj::View {
+                            group: full.clone(),
+                        },
+                        more,
+                    ))
+                }
+                (Obj::Item(_), ["lastBuiltOn", more @ ..])
+                | (Obj::Item(_), [_, "builtOn", more @ ..]) => Some((Obj::Root, more)),
+                (Obj::View { group }, ["job" | "item", name, more @ ..]) => {
+                    let full = if group.is_empty() {
+                        (*name).to_owned()
+                    } else {
+                        format!("{group}/{name}")
+                    };
+                    Some((Obj::Item(full), more))
+                }
+                (Obj::View { .. }, ["view", name, more @ ..])
+                    if self.shared.config.views.contains(*name) =>
+                {
+                    Some((object.clone(), more))
+                }
+                // `View.getDynamic`: a top-level view's unknown tokens are the root's actions.
+                (Obj::View { group }, [token, ..])
+                    if group.is_empty() && !matches!(*token, "api" | "configSubmit") =>
+                {
+                    Some((Obj::Root, rest))
+                }
+                (Obj::User(name), ["my-views", more @ ..]) => {
+                    Some((Obj::MyViews(name.clone()), more))
+                }
+                (Obj::MyViews(_), ["view", name, more @ ..])
+                    if self.shared.config.views.contains(*name) =>
+                {
+                    Some((
+                        Obj::View {
+                            group: String::new(),
+                        },
+                        more,
+                    ))
+                }
+                (Obj::MyViews(name), ["user", more @ ..]) => Some((Obj::User(name.clone()), more)),
+                // Its fallback is its primary view, `all`.
+                (Obj::MyViews(_), _) => Some((
+                    Obj::View {
+                        group: String::new(),
+                    },
+                    rest,
+                )),
+                (Obj::Computer(name), ["node", more @ ..]) if name == BUILT_IN => {
+                    Some((Obj::Root, more))
+                }
+                // Unknown views are a normal answer, like unknown jobs.
+                (_, ["view", _, ..]) => return Route::NotFound,
+                _ => None,
+            };
+            match step {
+                Some((next, more)) => {
+                    object = next;
+                    rest = more;
+                }
+                None => break,
+            }
+        }
+        match object {
+            Obj::Root => Route::root(rest),
+            Obj::Item(full) => self.item_route(&full, rest),
+            Obj::View { group } => match rest {
+                ["api", f] if group.is_empty() => match ApiFlavour::parse(f) {
+                    Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::ViewApi {
+                        name: "all".to_owned(),
+                        flavour: f,
+                    },
+                    _ => Route::Unknown,
                 },
                 _ => Route::Unknown,
             },
-            _ => Route::Unknown,
+            Obj::MyViews(_) => Route::Unknown,
+            Obj::User(name) => match rest {
+                ["api", f] if self.user.as_deref() == Some(name.as_str()) => {
+                    match ApiFlavour::parse(f) {
+                        Some(f @ (ApiFlavour::Json | ApiFlavour::Python)) => Route::Me(f),
+                        _ => Route::Unknown,
+                    }
+                }
+                ["api", "json"] => Route::UserApi(name),
+                ["descriptorByName" | "descriptor", "jenkins.security.ApiTokenProperty", method] => {
+                    Route::Dangerous(format!("API token {method} for user {name}"))
+                }
+                ["credentials", ..] => {
+                    Route::Dangerous(format!("credentials store of user {name}"))
+                }
+                ["configSubmit" | "doDelete"] => {
+                    Route::Dangerous(format!("configuration of user {name}"))
+                }
+                _ => Route::Unknown,
+            },
+            Obj::Computer(name) => {
+                let what = match rest {
+                    ["api", "json"] => return Route::ComputerApi(name),
+                    ["script" | "scriptText"] => "script console",
+                    ["heapDump", ..] => "heap dump",
+                    ["jenkins-agent.jnlp" | "slave-agent.jnlp"] => "agent secret",
+                    ["systemInfo"] => "system information",
+                    ["log"] => "log",
+                    _ => return Route::Unknown,
+                };
+                Route::Dangerous(format!("{what} of {name}"))
+            }
         }
     }
+
+    /// A job's (or folder's) routes.
+    fn item_route(&self, full: &str, rest: &[&str]) -> Route {
+        if self.shared.config.folders.contains(full) {
+            return match rest {
+                ["credentials", ..] => {
+                    Route::Dangerous(format!("credentials store of folder {full}"))
+                }
+                _ => Route::Unknown,
+            };
+        }
+        Route::Job {
+            name: full.to_owned(),
+            rest: JobRoute::parse(rest),
+        }
+    }
+}
+
+/// The path below the context as Jetty hands it to Stapler: split at `/`, each segment
+/// decoded once with its `;` parameters cut, `.` and `..` resolved, empty segments dropped.
+fn jetty_segments(rel: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for raw in rel.split('/') {
+        let raw = raw.split(';').next().unwrap_or_default();
+        match percent_decode(raw, false).as_str() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            segment => out.push(segment.to_owned()),
+        }
+    }
+    out
 }
 
 impl JobRoute {
@@ -3169,11 +3637,7 @@ impl JobRoute {
             [build, "artifact", path @ ..] if !path.is_empty() => match build.parse() {
                 Ok(build) => JobRoute::Artifact {
                     build,
-                    path: path
-                        .iter()
-                        .map(|s| percent_decode(s, false))
-                        .collect::<Vec<_>>()
-                        .join("/"),
+                    path: path.join("/"),
                 },
                 Err(_) => JobRoute::Unknown,
             },
@@ -3206,6 +3670,19 @@ fn strip_context<'p>(path: &'p str, context: &str) -> Option<&'p str> {
 }
 
 // === small helpers ===
+
+/// `2.541.3` as numbers, for comparing versions.
+fn parse_version(v: &str) -> Option<Vec<u32>> {
+    v.split('.').map(|p| p.parse().ok()).collect()
+}
+
+/// Whether the `/whoAmI/` page of `version` prints the request headers: fixed in weekly 2.219
+/// and in LTS 2.204.2 (SECURITY-1695, behaviour §13).
+fn echoes_headers(version: &str) -> bool {
+    let v = parse_version(version);
+    let lts_2204_fixed = v >= parse_version("2.204.2") && v < parse_version("2.205");
+    v < parse_version("2.219") && !lts_2204_fixed
+}
 
 fn value(s: String) -> HeaderValue {
     HeaderValue::try_from(s).expect("header value built by the mock")
