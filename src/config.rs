@@ -46,7 +46,8 @@ pub(crate) const DEFAULT_POOL_IDLE_SECS: u64 = 60;
 pub(crate) const DEFAULT_SOCKET_MODE: u32 = 0o600;
 /// Largest request head (request line plus headers) accepted; larger gets 431.
 pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
-/// Client connections served at once; more wait in the listen backlog.
+/// Client connections served at once; at the cap, idle ones make room
+/// (`activity`), and with every one busy, more wait in the listen backlog.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 /// Time a client has to send a complete request head (slowloris).
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;

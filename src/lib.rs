@@ -14,7 +14,10 @@
 //!   idle ones at the connection cap.
 //! - `config`: file format, overrides, validation ([`Config`], [`ConfigError`]);
 //!   `config/` holds the `[listen]` and `[policy]` sections and secret loading.
-//! - `canonical`: canonical request paths and rule patterns.
+//! - `canonical`: canonical request paths (and their literal reading) and
+//!   rule patterns.
+//! - `binding`: the model of Jenkins' URL binding: which object a path
+//!   reaches, names and actions, the dangerous actions.
 //! - `check`: asking Jenkins who we are (`crumb-proxy check`, readiness).
 //! - `filter`: the security policy (client token, Host, browsers, rules).
 //! - `listener`: TCP and Unix socket listeners, peers, idle timeouts.
@@ -41,20 +44,28 @@
 //! # Life of a request
 //!
 //! 1. `server` accepts a TCP or Unix socket connection (at most
-//!    `limits.max_connections` at once), hands it to one of its workers
+//!    `limits.max_connections` at once; at the cap the connection idle
+//!    longest is closed to make room), hands it to one of its workers
 //!    (round robin), and serves HTTP/1.1 on it there with a
 //!    header size cap, a header-read timeout and an idle timeout; each
 //!    request goes to `proxy::Proxy`.
 //! 2. `filter` refuses, before anything is forwarded: a missing or wrong
-//!    client token, a `Host` the proxy does not answer to, browser
-//!    provenance, ambiguous framing, and anything a policy rule denies on
-//!    the canonical path (read-only mode, user rules, built-in denials).
+//!    client token, a `Host` the proxy does not answer to, a method that is
+//!    not a standard upper-case one (or `TRACE`), browser provenance, and
+//!    anything a policy rule denies on what Jenkins would bind the path to
+//!    (`binding`: read-only mode, user rules, built-in dangerous actions,
+//!    on every reading of the canonical path). The `/whoAmI/` page of an
+//!    old Jenkins, which echoes request headers, is refused after asking
+//!    Jenkins' version.
 //! 3. `proxy` refuses CONNECT and non-path targets, maps the path and query
 //!    beneath the upstream's context path, strips hop-by-hop headers (RFC
-//!    9110 §7.6.1) and the client's `Authorization`, `Cookie` and crumb
-//!    headers, sets Jenkins' `Host` and the proxy's `Authorization`.
+//!    9110 §7.6.1), any upgrade but WebSocket, the client's `Authorization`,
+//!    `Cookie` and crumb headers and every forwarding and identity header,
+//!    sets Jenkins' `Host`, the proxy's `Authorization` and its own
+//!    `X-Forwarded-*`.
 //! 4. A POST (when crumbs are on) keeps its body if its declared length is
-//!    within the replay cap, takes the cached crumb or fetches one (one fetch
+//!    within the replay cap and the memory all kept bodies share has room
+//!    for it, takes the cached crumb or fetches one (one fetch
 //!    at a time, shared by all waiting requests), and goes out with the crumb
 //!    header and its session cookie. Other requests stream straight out.
 //! 5. If Jenkins answers a crumb-carrying POST with 403 and the crumb
