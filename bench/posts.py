@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""N concurrent POSTs for bench/run.sh.
+"""N concurrent POSTs for bench/run.sh and bench/storm.sh.
 
 Opens N connections to 127.0.0.1:PORT first, then, once every one of them is
-connected, writes one `POST PATH` on each (all within a few milliseconds) and
-reads every status line. Prints one JSON object: how many got each status,
-how long the burst took, and how many connections failed.
+connected, writes one `POST PATH` on each (all within a few milliseconds),
+with a body of BODY_BYTES (default 0) and its Content-Length, and reads
+every status line. Prints one JSON object: how many got each status, how
+long the burst took, and how many connections failed.
 
-usage: posts.py PORT N PATH
+usage: posts.py PORT N PATH [BODY_BYTES]
 """
 
 import asyncio
@@ -15,7 +16,7 @@ import sys
 import time
 
 
-async def one(port, path, go, connected, results):
+async def one(port, path, body, go, connected, results):
     try:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
     except OSError as e:
@@ -27,9 +28,10 @@ async def one(port, path, go, connected, results):
     writer.write(
         (
             f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-            "Content-Length: 0\r\nConnection: close\r\n\r\n"
+            f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
         ).encode()
     )
+    writer.write(body)
     try:
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), 120)
@@ -44,11 +46,12 @@ async def one(port, path, go, connected, results):
 
 async def main():
     port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+    body = bytes(int(sys.argv[4])) if len(sys.argv) > 4 else b""
     go = asyncio.Event()
     connected = asyncio.Semaphore(0)
     results = []
     tasks = [
-        asyncio.create_task(one(port, path, go, connected, results))
+        asyncio.create_task(one(port, path, body, go, connected, results))
         for _ in range(n)
     ]
     for _ in range(n):

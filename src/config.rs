@@ -45,7 +45,10 @@ pub(crate) const DEFAULT_POOL_IDLE_SECS: u64 = 60;
 /// Mode of a Unix socket listener: owner only.
 pub(crate) const DEFAULT_SOCKET_MODE: u32 = 0o600;
 /// Largest request head (request line plus headers) accepted; larger gets 431.
-pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 64 * 1024;
+/// Jenkins' Jetty accepts 8 KiB by default (`requestHeaderSize`), so a head
+/// much larger would not get through anyway; the read buffer of every client
+/// connection must hold one (`server`), so this also bounds memory.
+pub(crate) const DEFAULT_MAX_HEADER_BYTES: usize = 32 * 1024;
 /// Client connections served at once; at the cap, idle ones make room
 /// (`activity`), and with every one busy, more wait in the listen backlog.
 pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;

@@ -372,14 +372,15 @@ async fn serve_connection<I>(
     drop(counted);
 }
 
-/// The largest read buffer of a client connection. hyper grows a
-/// connection's read buffer while a body streams in (up to about 400 KiB by
-/// default) and keeps it for the connection's life, so 300 clients that
-/// each uploaded 1 MiB held about 120 MiB between them; at 64 KiB they hold
-/// 19 MiB. Uploads of 256 MiB went through as fast (1.6–2.2 GB/s at 64 KiB,
-/// 0.9–2.1 at the default, on loopback). It must hold a whole request head.
+/// The largest read buffer of a client connection: 32 KiB, or the largest
+/// request head plus 8 KiB. hyper grows a connection's read buffer while a
+/// body streams in (up to about 400 KiB by default) and keeps it for the
+/// connection's life; a connection streaming a body holds about twice this
+/// (the buffer, and a new one while a chunk of the old is still on its way
+/// to Jenkins). 300 clients each streaming 1 MiB held 55 MiB at 64 KiB and
+/// 33 MiB at 40 KiB (`bench/storm.sh`, release build).
 fn read_buffer_cap(limits: &LimitsConfig) -> usize {
-    const CAP: usize = 64 * 1024;
+    const CAP: usize = 32 * 1024;
     CAP.max(limits.max_header_bytes + 8192)
 }
 

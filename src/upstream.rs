@@ -222,10 +222,6 @@ fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
 
 type Connector = HttpsConnector<HttpConnector>;
 
-/// The largest read buffer and write queue of a client lane's connection to
-/// Jenkins.
-const UPSTREAM_BUFFER_CAP: usize = 64 * 1024;
-
 /// The pooled client plus what every request to Jenkins needs.
 #[derive(Debug)]
 pub(crate) struct Upstream {
@@ -341,14 +337,7 @@ impl Upstream {
             .oneshot(self.connect_uri.clone())
             .await
             .map_err(|e| UpstreamError::from_connect(&*e))?;
-        let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            // hyper queues up to this much of a request body for a Jenkins
-            // that reads slowly, and grows the read buffer for answers up
-            // to it, for the connection's life (the default is about 400
-            // KiB): a storm of uploads through many connections would
-            // otherwise hold that much per connection (see `server`).
-            .max_buf_size(UPSTREAM_BUFFER_CAP)
-            .handshake(io)
+        let (sender, conn) = hyper::client::conn::http1::handshake(io)
             .await
             .map_err(|e| UpstreamError::from_send(&e))?;
         Ok(Conn {
