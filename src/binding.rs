@@ -129,6 +129,13 @@ fn walk<'a>(
                 walk(owner, rest, me, out)?;
                 break;
             }
+            Step::Both(first, second, remaining) => {
+                // A getter whose object the path does not tell: follow
+                // each object it may be.
+                walk(first, remaining, me, out)?;
+                object = second;
+                rest = remaining;
+            }
         }
     }
     if out.len() >= MAX_READINGS {
@@ -149,6 +156,19 @@ enum Step<'a> {
     Action,
     /// An action on this object, or a token for `owner` to resolve.
     Either(Object<'a>),
+    /// Moves to one of two objects, leaving the rest.
+    Both(Object<'a>, Object<'a>, &'a [String]),
+}
+
+/// A node the path does not name (a build's `builtOn`, `computers/N`): the
+/// built-in node, whose `node` is the root itself, or an agent.
+const SOME_COMPUTER: &str = "*";
+
+/// Where a getter that returns "a node" leads: the root, when it is the
+/// built-in node (`Jenkins` is a `Node`), or an agent's computer
+/// (`Slave.getComputer`), which the path does not name.
+fn some_node<'a>(rest: &'a [String]) -> Step<'a> {
+    Step::Both(Object::Root, Object::Computer(SOME_COMPUTER), rest)
 }
 
 /// Build numbers and permalinks (`Job.getDynamic`, `PermalinkProjectAction`).
@@ -270,6 +290,8 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
                 None => Step::Action,
             }
         }
+        // `Jenkins.getComputers()`: an array, indexed by position.
+        (Object::Root, "computers") => named(&|_| Object::Computer(SOME_COMPUTER)),
         (Object::Root, "computer" | "node") => named(&|n| {
             if n.is_empty() && token == "node" {
                 Object::Root
@@ -294,10 +316,20 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
             },
             after,
         ),
-        (Object::Item(_), "lastbuilton") => Step::To(Object::Root, after),
+        (Object::Item(_), "lastbuilton") => some_node(after),
         (Object::Item(full), t) if is_run(t) => Step::To(Object::Run(full.clone(), t), after),
         (Object::Run(full, _), "parent" | "project") => Step::To(Object::Item(full.clone()), after),
-        (Object::Run(..), "builton") => Step::To(Object::Root, after),
+        (Object::Run(..), "builton") => some_node(after),
+        (
+            Object::Run(full, _),
+            "previousbuild"
+            | "nextbuild"
+            | "previouscompletedbuild"
+            | "previousbuiltbuild"
+            | "previousnotfailedbuild"
+            | "previoussuccessfulbuild"
+            | "previousfailedbuild",
+        ) => Step::To(Object::Run(full.clone(), SOME_COMPUTER), after),
         (Object::View(owner, _), "job" | "item") => named(&|n| {
             let mut full = item_group(owner);
             full.push(n);
@@ -318,40 +350,20 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
         }
         (Object::User(user), "my-views") => Step::To(Object::MyViews(user), after),
         (Object::Computer("(built-in)"), "node") => Step::To(Object::Root, after),
-        (Object::Computer(_), "node") => Step::To(object.clone(), after),
+        (Object::Computer(SOME_COMPUTER), "node") => some_node(after),
+        // An agent's node and its computer are one agent here
+        // (`Computer.getNode`, `Slave.getComputer`).
+        (Object::Computer(_), "node" | "computer") => Step::To(object.clone(), after),
+        // `ComputerSet.get_all()`: every computer, indexed by position.
+        (Object::Computer("_all"), t) if is_run(t) => {
+            Step::To(Object::Computer(SOME_COMPUTER), after)
+        }
         (
             Object::Item(_) | Object::Run(..) | Object::User(_) | Object::Computer(_),
             "descriptor" | "descriptorbyname",
         ) => named(&|n| Object::Named(Box::new(object.clone()), "descriptorbyname", n)),
         _ => Step::Action,
     }
-}
-
-/// Tokens after which the next segment is a name, wherever they appear in
-/// the action part (the walk does not follow what lies below an unknown
-/// action, but Stapler would still bind these the same way).
-fn names_next(token: &str) -> bool {
-    matches!(
-        token,
-        "job"
-            | "item"
-            | "view"
-            | "user"
-            | "computer"
-            | "node"
-            | "label"
-            | "labelatom"
-            | "plugin"
-            | "fingerprint"
-            | "administrativemonitor"
-            | "cloud"
-            | "store"
-            | "domain"
-            | "credential"
-            | "executors"
-            | "oneoffexecutors"
-            | "command"
-    )
 }
 
 // The built-in dangers. Each is refused wherever its token is an action.
@@ -409,7 +421,8 @@ fn danger_anywhere(token: &str) -> Option<Danger> {
         "heapdump" | "heapdump.hprof" => HEAP_DUMP,
         "scriptapproval" => SCRIPT_APPROVAL,
         "jenkins-agent.jnlp" | "slave-agent.jnlp" => AGENT_SECRETS,
-        "credentials" | "credentials-store" => CREDENTIALS,
+        "credentials" | "credentials-store" | "addcredentials" => CREDENTIALS,
+        "systeminfo" | "threaddump" | "classicthreaddump" | "dumpexporttable" => DIAGNOSTICS,
         "restart"
         | "saferestart"
         | "exit"
@@ -438,22 +451,17 @@ fn danger_writing(token: &str) -> Option<Danger> {
     })
 }
 
-/// What the root and agents show about themselves.
+/// What the root and agents show about themselves under names too common
+/// elsewhere (a build step's `log`) to refuse everywhere.
 fn danger_of_machine(token: &str) -> Option<Danger> {
-    matches!(
-        token,
-        "systeminfo"
-            | "threaddump"
-            | "classicthreaddump"
-            | "dumpexporttable"
-            | "log"
-            | "logtext"
-            | "progressivelog"
-    )
-    .then_some(DIAGNOSTICS)
+    matches!(token, "log" | "logtext" | "progressivelog").then_some(DIAGNOSTICS)
 }
 
-const API_TOKEN_DESCRIPTOR: &str = "jenkins.security.apitokenproperty";
+/// `ApiTokenProperty`'s descriptor, by its id or (`Jenkins.getDescriptor`
+/// falls back to it) its short class name.
+fn is_api_token_descriptor(name: &str) -> bool {
+    name == "apitokenproperty" || name.ends_with(".apitokenproperty")
+}
 
 impl<'a> Binding<'a> {
     /// The canonical path of this reading: the object written its one
@@ -466,9 +474,12 @@ impl<'a> Binding<'a> {
         out
     }
 
-    /// The action segments that are tokens Stapler dispatches on, with
-    /// their index among the action segments, in order: not names after a
-    /// naming getter, and nothing after the start of a file path.
+    /// The action segments Stapler may dispatch on, with their index
+    /// among the action segments, in order: every one up to the start of a
+    /// file path. Below an action the model does not follow, a token that
+    /// looks like a naming getter (`node`, `computer`) may be an argument-
+    /// free getter of whatever that action returned (`Slave.getComputer`),
+    /// so nothing there is taken for a name.
     fn action_tokens(&self) -> impl Iterator<Item = (usize, &'a str)> + '_ {
         let files_from = match (&self.object, self.action.first().map(String::as_str)) {
             (Object::Run(..), Some("artifact"))
@@ -476,18 +487,16 @@ impl<'a> Binding<'a> {
             | (Object::Root, Some("usercontent")) => 1,
             _ => self.action.len(),
         };
-        let mut name_next = false;
         self.action[..files_from]
             .iter()
             .enumerate()
-            .filter_map(move |(i, token)| {
-                let token = token.as_str();
-                if std::mem::take(&mut name_next) {
-                    return None;
-                }
-                name_next = names_next(token);
-                Some((i, token))
-            })
+            .map(|(i, token)| (i, token.as_str()))
+    }
+
+    /// The index in [`Binding::path`] of the action Jenkins applies to the
+    /// object (what Stapler dispatches on), if there is one.
+    pub(crate) fn action_index(&self) -> Option<usize> {
+        (!self.action.is_empty()).then(|| self.object_len())
     }
 
     /// How many segments of [`Binding::path`] the object takes.
@@ -503,7 +512,7 @@ impl<'a> Binding<'a> {
     /// opens a danger only by naming that segment, `filter`).
     pub(crate) fn danger(&self, unsafe_method: bool) -> Option<(Danger, usize)> {
         let object_len = self.object_len();
-        if let Some(index) = self.api_token_segment(object_len) {
+        if let Some(index) = self.api_token_segment() {
             return Some((API_TOKENS, index));
         }
         let anywhere = self.action_tokens().find_map(|(i, token)| {
@@ -518,6 +527,9 @@ impl<'a> Binding<'a> {
         });
         if anywhere.is_some() {
             return anywhere;
+        }
+        if let Some(danger) = self.object_danger(unsafe_method) {
+            return Some((danger, object_len.saturating_sub(1)));
         }
         match &self.object {
             Object::Root | Object::Computer(_) => self
@@ -542,18 +554,33 @@ impl<'a> Binding<'a> {
     /// Where `descriptorByName/jenkins.security.ApiTokenProperty` appears
     /// in [`Binding::path`], below any object (its methods take the user
     /// from the path): the index of the descriptor's name.
-    fn api_token_segment(&self, object_len: usize) -> Option<usize> {
+    fn api_token_segment(&self) -> Option<usize> {
         let path = self.path();
-        let in_object = path[..object_len]
-            .windows(2)
-            .position(|pair| pair == ["descriptorbyname", API_TOKEN_DESCRIPTOR]);
-        let in_action = self.action.windows(2).position(|pair| {
-            matches!(pair[0].as_str(), "descriptorbyname" | "descriptor")
-                && pair[1] == API_TOKEN_DESCRIPTOR
-        });
-        in_object
+        path.windows(2)
+            .position(|pair| {
+                matches!(pair[0], "descriptorbyname" | "descriptor")
+                    && is_api_token_descriptor(pair[1])
+            })
             .map(|i| i + 1)
-            .or_else(|| in_action.map(|i| object_len + i + 1))
+    }
+
+    /// Dangers of the object itself, for unsafe methods: a descriptor
+    /// below a user changes that user (its session seed, its tokens); an
+    /// administrative monitor acts on the controller (revoking other users'
+    /// legacy API tokens); a credentials descriptor adds credentials.
+    fn object_danger(&self, unsafe_method: bool) -> Option<Danger> {
+        match &self.object {
+            Object::Named(_, "descriptorbyname", name) if name.contains("credentials") => {
+                Some(CREDENTIALS)
+            }
+            Object::Named(parent, "descriptorbyname", _)
+                if unsafe_method && matches!(**parent, Object::User(_)) =>
+            {
+                Some(SECURITY_CONFIG)
+            }
+            Object::Named(_, "administrativemonitor", _) if unsafe_method => Some(SECURITY_CONFIG),
+            _ => None,
+        }
     }
 
     /// The `/whoAmI/` HTML page (not its `api/`), which old Jenkins
@@ -701,8 +728,6 @@ mod tests {
                 "/computer/agent-1/configure",
             ),
             ("/computer/(built-in)/node/scripttext", "/scripttext"),
-            ("/job/x/lastbuilton/scripttext", "/scripttext"),
-            ("/job/x/1/builton/scripttext", "/scripttext"),
             ("/job/x/lastbuild/parent/build", "/job/x/build"),
             ("/job/f/job/x/parent/parent/job/y/build", "/job/y/build"),
             ("/job/x/1/artifact/out.txt", "/job/x/1/artifact/out.txt"),
@@ -710,6 +735,45 @@ mod tests {
         ] {
             assert_eq!(readings(path), [canonical], "{path}");
         }
+    }
+
+    /// A node the path does not name is the root (the built-in node) or
+    /// some agent: both readings are kept.
+    #[test]
+    fn unnamed_nodes_are_read_both_ways() {
+        for (path, root, agent) in [
+            (
+                "/job/x/lastbuilton/scripttext",
+                "/scripttext",
+                "/computer/*/scripttext",
+            ),
+            (
+                "/job/x/1/builton/computer/scripttext",
+                "/computer/scripttext",
+                "/computer/*/scripttext",
+            ),
+            (
+                "/job/x/lastbuild/previousbuild/builton/log",
+                "/log",
+                "/computer/*/log",
+            ),
+            (
+                "/computers/0/node/job/p/build",
+                "/job/p/build",
+                "/computer/*/job/p/build",
+            ),
+            (
+                "/computer/_all/1/node/job/p/build",
+                "/job/p/build",
+                "/computer/*/job/p/build",
+            ),
+        ] {
+            assert_eq!(readings(path), [root, agent], "{path}");
+        }
+        assert_eq!(
+            readings("/node/a/computer/scripttext"),
+            ["/computer/a/scripttext"]
+        );
     }
 
     /// A token a view does not know may be its own action or its owner's:
@@ -759,6 +823,22 @@ mod tests {
             ("/job/f/credentials/store/folder", "credentials"),
             ("/heapdump/heapdump.hprof", "heap-dump"),
             ("/manage/prepareshutdown/prepare", "lifecycle"),
+            // Below an action the model does not follow, `node` and
+            // `computer` may be getters, not names.
+            ("/computers/0/node/scripttext", "script-console"),
+            ("/computer/_all/0/node/eval", "script-console"),
+            ("/node/agent/computer/jenkins-agent.jnlp", "agent-secrets"),
+            ("/job/x/lastbuild/executor/owner/node/scripttext", "script-console"),
+            ("/job/x/lastbuilton/computer/scripttext", "script-console"),
+            ("/computers/0/systeminfo", "diagnostics"),
+            ("/computers/0/log", "diagnostics"),
+            ("/job/x/lastbuild/previousbuild/builton/log", "diagnostics"),
+            ("/job/x/y/threaddump", "diagnostics"),
+            ("/me/descriptorbyname/apitokenproperty/generatenewtoken", "api-tokens"),
+            ("/user/bob/descriptor/apitokenproperty/revokeallexcept", "api-tokens"),
+            ("/user/bob/descriptorbyname/jenkins.security.seed.userseedproperty/renewsessionseed", "security-config"),
+            ("/administrativemonitor/legacyapitoken/revokeallselected", "security-config"),
+            ("/descriptor/com.cloudbees.plugins.credentials.credentialsselecthelper/resolver/x/context/jenkins/addcredentials", "credentials"),
         ] {
             assert_eq!(danger(path, true), Some(rule), "{path}");
         }

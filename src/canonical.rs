@@ -5,7 +5,9 @@
 //! look at its canonical form: percent-decoded until it stops changing, `\`
 //! read as `/`, `;` path parameters cut from every segment
 //! (`/script;jsessionid=x`, `..;/`), empty and `.` segments dropped, `..`
-//! resolved, every letter in lower case. Whatever Jenkins (Jetty and
+//! resolved, letters case-folded the way Java's
+//! `String.CASE_INSENSITIVE_ORDER` compares Jenkins' item names (so `ſ` is
+//! `s` and `ı` is `i`, as they are to Jenkins). Whatever Jenkins (Jetty and
 //! Stapler) would route to `/script`, this turns into `/script` too; it may
 //! also turn into `/script` some spellings Jenkins would answer 404 to,
 //! which errs on the side of refusing.
@@ -36,6 +38,9 @@ pub(crate) struct CanonicalPath {
     segments: Vec<String>,
     /// The literal reading, when it differs (see the module docs).
     literal: Option<Vec<String>>,
+    /// A `%` not followed by two hex digits: decoders disagree on those
+    /// (Stapler's reads `%6p`), so such a path is refused.
+    malformed: bool,
 }
 
 /// Tokens after which an empty segment is an empty name, not nothing: the
@@ -46,6 +51,7 @@ const EMPTY_NAME_AFTER: [&str; 2] = ["computer", "node"];
 
 impl CanonicalPath {
     pub(crate) fn new(raw_path: &str) -> Self {
+        let malformed = !escapes_are_valid(raw_path);
         // Most paths have no escape and no backslash: nothing is copied
         // for them until the segments are.
         let mut decoded = std::borrow::Cow::Borrowed(raw_path);
@@ -78,14 +84,23 @@ impl CanonicalPath {
                         segments.pop();
                     }
                 }
-                s => segments.push(s.to_lowercase()),
+                s => segments.push(fold_case(s)),
             }
         }
         literal_differs |= decoded.trim_end_matches('/').contains("//");
         let literal = literal_differs
             .then(|| literal_reading(&decoded))
             .filter(|literal| *literal != segments);
-        Self { segments, literal }
+        Self {
+            segments,
+            literal,
+            malformed,
+        }
+    }
+
+    /// Whether the raw path has a `%` that starts no escape.
+    pub(crate) fn is_malformed(&self) -> bool {
+        self.malformed
     }
 
     /// Every reading of the path, the canonical one first.
@@ -117,9 +132,46 @@ fn literal_reading(decoded: &str) -> Vec<String> {
         if segment.is_empty() && !empty_name {
             continue;
         }
-        out.push(segment.to_lowercase());
+        out.push(fold_case(segment));
     }
     out
+}
+
+/// Case-folds as Java's `String.CASE_INSENSITIVE_ORDER` compares, which is
+/// how Jenkins looks up items (`Jenkins.items`), users and views: each
+/// character to upper case and back to lower case, one character for one,
+/// so `ſ`, `ı`, `İ` and the Kelvin sign fold to `s`, `i`, `i` and `k` (Rust's
+/// `to_lowercase` leaves `ſ` and `ı` alone).
+pub(crate) fn fold_case(text: &str) -> String {
+    if text.is_ascii() {
+        return text.to_ascii_lowercase();
+    }
+    text.chars()
+        .map(|c| {
+            let mut upper = c.to_uppercase();
+            let upper = match (upper.next(), upper.next()) {
+                (Some(u), None) => u,
+                _ => c,
+            };
+            upper.to_lowercase().next().unwrap_or(upper)
+        })
+        .collect()
+}
+
+/// Whether every `%` of `raw` starts an escape of two hex digits (RFC 3986
+/// §2.1).
+fn escapes_are_valid(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    let mut i = 0;
+    while let Some(offset) = memchr::memchr(b'%', &bytes[i..]) {
+        let at = i + offset;
+        let hex = |k: usize| bytes.get(at + k).is_some_and(u8::is_ascii_hexdigit);
+        if !(hex(1) && hex(2)) {
+            return false;
+        }
+        i = at + 3;
+    }
+    true
 }
 
 impl fmt::Display for CanonicalPath {
@@ -178,10 +230,10 @@ impl Pattern {
                         "segment {s:?}: canonical paths are decoded and have no `;` parameters; write the plain text"
                     ))
                 }
-                s if s.chars().any(char::is_uppercase) => {
+                s if fold_case(s) != s => {
                     return Err(format!(
                         "segment {s:?}: paths are compared in lower case; write {:?}",
-                        text.to_lowercase()
+                        fold_case(text)
                     ))
                 }
                 s => Piece::Literal(s.to_owned()),
@@ -204,7 +256,19 @@ impl Pattern {
     /// one of its literal segments (not by `*` or `**`): whether the rule
     /// names that segment.
     pub(crate) fn names(&self, path: &[&str], index: usize) -> bool {
-        names(&self.pieces, path, 0, index, false)
+        aligned(&self.pieces, path, 0, index, false, false)
+    }
+
+    /// Whether the pattern matches `path` and names the segment at
+    /// `index` (the action Jenkins applies to the object), or covers it
+    /// with a final `**`. Stapler dispatches on that segment and a web
+    /// method ignores what follows it, so an allow rule `/job/**/build`
+    /// must not match `/job/x/config.xml/build` through its `**`.
+    pub(crate) fn opens(&self, path: &[&str], index: Option<usize>) -> bool {
+        match index {
+            Some(index) if index < path.len() => aligned(&self.pieces, path, 0, index, false, true),
+            _ => self.matches(path),
+        }
     }
 
     /// The pattern's segments, `*` and `**` as written.
@@ -249,19 +313,28 @@ fn matches(pieces: &[Piece], segments: &[&str]) -> bool {
 }
 
 /// `matches`, requiring segment `want` (counted from the start of the
-/// whole path; `at` is where `segments` begins) to meet a literal.
-fn names(pieces: &[Piece], segments: &[&str], at: usize, want: usize, hit: bool) -> bool {
+/// whole path; `at` is where `segments` begins) to meet a literal, or, with
+/// `trailing_any`, a `**` that ends the pattern.
+fn aligned(
+    pieces: &[Piece],
+    segments: &[&str],
+    at: usize,
+    want: usize,
+    hit: bool,
+    trailing_any: bool,
+) -> bool {
     match pieces.split_first() {
         None => segments.is_empty() && hit,
-        Some((Piece::Any, rest)) => {
-            (0..=segments.len()).any(|skip| names(rest, &segments[skip..], at + skip, want, hit))
-        }
+        Some((Piece::Any, [])) if trailing_any => hit || (at..at + segments.len()).contains(&want),
+        Some((Piece::Any, rest)) => (0..=segments.len())
+            .any(|skip| aligned(rest, &segments[skip..], at + skip, want, hit, trailing_any)),
         Some((piece, rest)) => match segments.split_first() {
             None => false,
             Some((segment, more)) => match piece {
-                Piece::One => names(rest, more, at + 1, want, hit),
+                Piece::One => aligned(rest, more, at + 1, want, hit, trailing_any),
                 Piece::Literal(l) => {
-                    l == segment && names(rest, more, at + 1, want, hit || at == want)
+                    l == segment
+                        && aligned(rest, more, at + 1, want, hit || at == want, trailing_any)
                 }
                 Piece::Any => false,
             },
@@ -355,6 +428,47 @@ mod tests {
         );
         assert!(p("/**/credentials/**").names(&path, 2));
         assert!(!p("/job/apps/x/**").names(&path, 2), "no match at all");
+    }
+
+    #[test]
+    fn allow_patterns_open_only_the_action_they_name() {
+        let p = |t: &str| Pattern::parse(t).unwrap();
+        let build = ["job", "apps", "job", "x", "build"];
+        let sneaky = ["job", "apps", "job", "x", "config.xml", "build"];
+        // The action is the first segment after the object (index 4).
+        assert!(p("/job/apps/**/build").opens(&build, Some(4)));
+        assert!(!p("/job/apps/**/build").opens(&sneaky, Some(4)));
+        assert!(
+            p("/job/apps/**").opens(&sneaky, Some(4)),
+            "a final ** covers it"
+        );
+        assert!(!p("/job/apps/job/*/*/build").opens(&sneaky, Some(4)));
+        assert!(p("/job/apps/job/x/config.xml/**").opens(&sneaky, Some(4)));
+        let queue = ["queue", "item", "5", "api", "json"];
+        assert!(p("/queue/item/*/api/json").opens(&queue, Some(0)));
+        assert!(!p("/*/item/*/api/json").opens(&queue, Some(0)));
+    }
+
+    #[test]
+    fn case_folds_as_jenkins_compares_names() {
+        assert_eq!(fold_case("Job"), "job");
+        assert_eq!(fold_case("\u{17f}ecret"), "secret");
+        assert_eq!(fold_case("\u{131}nternal"), "internal");
+        assert_eq!(fold_case("\u{130}nternal"), "internal");
+        assert_eq!(fold_case("\u{212a}ey"), "key");
+        assert_eq!(fold_case("stra\u{df}e"), "stra\u{df}e");
+        assert_eq!(
+            CanonicalPath::new("/job/%C5%BFecret/build").to_string(),
+            "/job/secret/build"
+        );
+    }
+
+    #[test]
+    fn stray_percent_signs_are_malformed() {
+        assert!(!CanonicalPath::new("/job/a%20b/%2e%2E").is_malformed());
+        for raw in ["/scr%6pptText", "/x%", "/x%4", "/%%41"] {
+            assert!(CanonicalPath::new(raw).is_malformed(), "{raw}");
+        }
     }
 
     #[test]

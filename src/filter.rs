@@ -114,6 +114,7 @@ impl Rejection {
             "browser-request" => {
                 "browsers are refused because the proxy would act for any web page; use curl or a script, or add the origin to policy.allowed_origins"
             }
+            "bad-request-target" => "percent-encode the path as RFC 3986 says (%25 for a literal %)",
             "method-refused" => {
                 "send a standard method in upper case (GET, HEAD, POST, PUT, DELETE, OPTIONS, PATCH)"
             }
@@ -224,6 +225,15 @@ impl Policy {
         self.check_client_token(headers)?;
         self.check_host(uri, headers)?;
         check_method(method)?;
+        if path.is_malformed() {
+            // Decoders disagree on a `%` that starts no escape (Stapler's
+            // reads `%6p` as a byte), so the policy cannot know the path.
+            return Err(Rejection::new(
+                StatusCode::BAD_REQUEST,
+                "bad-request-target",
+                "the path has a `%` not followed by two hex digits; escape a literal % as %25",
+            ));
+        }
         self.check_browser(method, headers)?;
         self.check_rules(method, path)
     }
@@ -427,28 +437,39 @@ impl Policy {
             ))
         };
         for rule in &self.rules {
-            if rule.applies(method, &resolved) {
-                return match rule.action {
-                    // An allow rule opens a built-in danger only if it
-                    // names the dangerous segment: `/job/**/api/json`
-                    // does not open `/job/x/credentials/…/api/json`.
-                    Action::Allow => match danger {
-                        Some(found @ (_, index)) if !rule.pattern.names(&resolved, index) => {
-                            refuse(found)
-                        }
-                        _ => Ok(()),
-                    },
-                    Action::Deny => Err(Rejection::denied(
-                        rule.name.clone(),
-                        format!(
-                            "{method} {} is denied by {} ({})",
-                            reaches(&resolved),
-                            rule.name,
-                            rule.pattern.as_str()
-                        ),
-                    )),
-                };
+            if !rule.applies(method, &resolved) {
+                continue;
             }
+            // An allow rule must name the action it opens (or cover it with
+            // a final `**`): Stapler dispatches on that segment and a web
+            // method ignores the rest, so `/job/**/build` is not
+            // `/job/x/config.xml/build`. A rule that only spans it is not
+            // this request's rule.
+            if rule.action == Action::Allow
+                && !rule.pattern.opens(&resolved, binding.action_index())
+            {
+                continue;
+            }
+            return match rule.action {
+                // An allow rule opens a built-in danger only if it names
+                // the dangerous segment: `/job/**/api/json` does not open
+                // `/job/x/credentials/…/api/json`.
+                Action::Allow => match danger {
+                    Some(found @ (_, index)) if !rule.pattern.names(&resolved, index) => {
+                        refuse(found)
+                    }
+                    _ => Ok(()),
+                },
+                Action::Deny => Err(Rejection::denied(
+                    rule.name.clone(),
+                    format!(
+                        "{method} {} is denied by {} ({})",
+                        reaches(&resolved),
+                        rule.name,
+                        rule.pattern.as_str()
+                    ),
+                )),
+            };
         }
         match danger {
             Some(found) => refuse(found),

@@ -96,7 +96,13 @@ const ROOT_ACTIONS: &[Attack] = &[
     attack("simulateOutOfMemory"),
     attack("prepareShutdown"),
     attack("systemInfo"),
+    attack("threadDump"),
     attack("log"),
+    Attack {
+        action: "administrativeMonitor/legacyApiToken/revokeAllSelected",
+        writes: true,
+        upgrade: false,
+    },
     Attack {
         action: "configureSecurity",
         writes: true,
@@ -125,6 +131,11 @@ const ROOT_ALIASES: &[&str] = &[
     "/job/sample-job/1/builtOn",
     "/computer/(built-in)/node",
     "/computer/(master)/node",
+    // Arrays of computers, the built-in node first (`Jenkins.getComputers`,
+    // `ComputerSet.get_all`), and a build's earlier build's node.
+    "/computers/0/node",
+    "/computer/_all/0/node",
+    "/job/sample-job/lastBuild/previousBuild/builtOn",
 ];
 
 /// Dangerous actions of an agent or the built-in node.
@@ -135,6 +146,7 @@ const COMPUTER_ACTIONS: &[Attack] = &[
     attack("jenkins-agent.jnlp"),
     attack("slave-agent.jnlp"),
     attack("systemInfo"),
+    attack("threadDump"),
     attack("log"),
 ];
 
@@ -145,6 +157,11 @@ const COMPUTER_ALIASES: &[&str] = &[
     "/computer/agent-1",
     "/manage/manage/computer/agent-1",
     "/view/all/computer/agent-1",
+    "/node/agent-1/computer",
+    "/computer/agent-1/node/computer",
+    "/computers/0",
+    "/computers/1",
+    "/computer/_all/1",
 ];
 
 /// Dangerous actions of a user.
@@ -152,6 +169,13 @@ const USER_ACTIONS: &[Attack] = &[
     attack("descriptorByName/jenkins.security.ApiTokenProperty/generateNewToken"),
     attack("descriptorByName/jenkins.security.ApiTokenProperty/revoke"),
     attack("descriptor/jenkins.security.ApiTokenProperty/generateNewToken"),
+    // `Jenkins.getDescriptor` finds a descriptor by its short name too.
+    attack("descriptorByName/ApiTokenProperty/generateNewToken"),
+    Attack {
+        action: "descriptorByName/jenkins.security.seed.UserSeedProperty/renewSessionSeed",
+        writes: true,
+        upgrade: false,
+    },
     attack("credentials/store/user/domain/_/"),
     Attack {
         action: "configSubmit",
@@ -469,7 +493,9 @@ async fn user_rules_cover_every_alias() {
         .start()
         .await;
     let extra = Extra {
-        tail: "[[policy.rules]]\naction = \"deny\"\nmethods = [\"POST\"]\npath = \"/job/protected/**\"\n".into(),
+        tail: "[[policy.rules]]\naction = \"deny\"\nmethods = [\"POST\"]\npath = \"/job/protected/**\"\n\
+               [[policy.rules]]\naction = \"deny\"\nmethods = [\"POST\"]\npath = \"/job/internal-secret/**\"\n"
+            .into(),
         ..Extra::default()
     };
     let proxy = Proxy::start_with(
@@ -495,6 +521,9 @@ async fn user_rules_cover_every_alias() {
         "/job/other/lastBuiltOn/job/protected/build",
         "/job/other/../protected/build",
         "/job/%70rotected/build",
+        "/computers/0/node/job/protected/build",
+        "/computer/_all/0/node/item/protected/build",
+        "/job/other/1/builtOn/job/protected/build",
     ] {
         let reply = http.post(&proxy.url(path)).await;
         assert_eq!(
@@ -510,6 +539,30 @@ async fn user_rules_cover_every_alias() {
         );
     }
     assert_eq!(jenkins.accepted_triggers("protected"), 0);
+    // Jenkins compares item names as Java's CASE_INSENSITIVE_ORDER does, so
+    // `ſ` is `s` and `ı`, `İ` are `i` to it, and to the rules.
+    for path in [
+        "/job/%C4%B1nternal-%C5%BFecret/build",
+        "/job/%C4%B0NTERNAL-SECRET/build",
+        "/job/internal-%E2%84%AAecret/build",
+    ] {
+        let reply = http.post(&proxy.url(path)).await;
+        let text = reply.text();
+        if path.contains("%E2%84%AA") {
+            // The Kelvin sign folds to `k`: another name, not denied.
+            assert_ne!(
+                reply.header("x-crumb-proxy-rule"),
+                Some("policy.rules[1]"),
+                "{text}"
+            );
+        } else {
+            assert_eq!(
+                reply.header("x-crumb-proxy-rule"),
+                Some("policy.rules[1]"),
+                "{path}: {text}"
+            );
+        }
+    }
     // Reading it is not covered by a POST rule.
     let reply = http
         .get(&proxy.url("/view/all/job/protected/api/json"))
@@ -619,6 +672,20 @@ async fn least_privilege_recipe_admits_only_what_it_allows() {
         (Method::GET, "/job/apps/lastBuiltOn/scriptText/api/json"),
         (Method::GET, "/computer/agent-1/api/json"),
         (Method::GET, "/whoAmI/api/json"),
+        // A web method ignores what follows it: these are config.xml,
+        // doDelete, configSubmit and createItem, not build or api/json.
+        (Method::POST, "/job/apps/job/web/config.xml/build"),
+        (Method::POST, "/job/apps/job/web/doDelete/build"),
+        (
+            Method::POST,
+            "/job/apps/job/web/configSubmit/buildWithParameters",
+        ),
+        (
+            Method::POST,
+            "/job/apps/createItem/build?name=evil&mode=copy&from=web",
+        ),
+        (Method::GET, "/job/apps/job/web/config.xml/api/json"),
+        (Method::GET, "/job/apps/job/web/1/artifact/x/api/json"),
     ];
     let corpus = corpus();
     for (method, path) in others

@@ -3389,6 +3389,8 @@ fn root_danger(action: &str, rest: &[&str]) -> Option<String> {
         "pluginManager" => "plugin manager",
         "updateCenter" => "update center",
         "systemInfo" => "system information of the controller",
+        "threadDump" => "thread dump of the controller",
+        "administrativeMonitor" => "an administrative monitor's action",
         "log" => "system log",
         "restart"
         | "safeRestart"
@@ -3457,7 +3459,19 @@ impl Exchange<'_> {
                     Some(me) => Some((Obj::User(me.clone()), more)),
                     None => return Route::NotFound,
                 },
-                (Obj::Root, ["computer", name, more @ ..]) => {
+                // `Jenkins.getComputers()` and `ComputerSet.get_all()`:
+                // arrays, the built-in node first, then the agents.
+                (Obj::Root, ["computers", index, more @ ..])
+                | (Obj::Root, ["computer", "_all", index, more @ ..]) => {
+                    let computers: Vec<String> = std::iter::once(BUILT_IN.to_owned())
+                        .chain(self.shared.config.agents.iter().cloned())
+                        .collect();
+                    match index.parse::<usize>().ok().and_then(|i| computers.get(i)) {
+                        Some(name) => Some((Obj::Computer(name.clone()), more)),
+                        None => return Route::NotFound,
+                    }
+                }
+                (Obj::Root, ["computer" | "node", name, more @ ..]) => {
                     let name = match *name {
                         "" | "(master)" | BUILT_IN => BUILT_IN,
                         other => other,
@@ -3483,8 +3497,12 @@ impl Exchange<'_> {
                         more,
                     ))
                 }
+                // Every build of the double runs on the built-in node.
                 (Obj::Item(_), ["lastBuiltOn", more @ ..])
-                | (Obj::Item(_), [_, "builtOn", more @ ..]) => Some((Obj::Root, more)),
+                | (Obj::Item(_), [_, "builtOn", more @ ..])
+                | (Obj::Item(_), [_, "previousBuild" | "nextBuild", "builtOn", more @ ..]) => {
+                    Some((Obj::Root, more))
+                }
                 (Obj::View { group }, ["job" | "item", name, more @ ..]) => {
                     let full = if group.is_empty() {
                         (*name).to_owned()
@@ -3528,6 +3546,10 @@ impl Exchange<'_> {
                 (Obj::Computer(name), ["node", more @ ..]) if name == BUILT_IN => {
                     Some((Obj::Root, more))
                 }
+                // An agent's node and its computer (`Slave.getComputer`).
+                (Obj::Computer(_), ["node" | "computer", more @ ..]) => {
+                    Some((object.clone(), more))
+                }
                 // Unknown views are a normal answer, like unknown jobs.
                 (_, ["view", _, ..]) => return Route::NotFound,
                 _ => None,
@@ -3562,8 +3584,11 @@ impl Exchange<'_> {
                     }
                 }
                 ["api", "json"] => Route::UserApi(name),
-                ["descriptorByName" | "descriptor", "jenkins.security.ApiTokenProperty", method] => {
+                ["descriptorByName" | "descriptor", "jenkins.security.ApiTokenProperty" | "ApiTokenProperty", method] => {
                     Route::Dangerous(format!("API token {method} for user {name}"))
+                }
+                ["descriptorByName" | "descriptor", "jenkins.security.seed.UserSeedProperty", "renewSessionSeed"] => {
+                    Route::Dangerous(format!("session seed of user {name} renewed"))
                 }
                 ["credentials", ..] => {
                     Route::Dangerous(format!("credentials store of user {name}"))
@@ -3580,6 +3605,7 @@ impl Exchange<'_> {
                     ["heapDump", ..] => "heap dump",
                     ["jenkins-agent.jnlp" | "slave-agent.jnlp"] => "agent secret",
                     ["systemInfo"] => "system information",
+                    ["threadDump"] => "thread dump",
                     ["log"] => "log",
                     _ => return Route::Unknown,
                 };
