@@ -162,7 +162,7 @@ enum Step<'a> {
 
 /// A node the path does not name (a build's `builtOn`, `computers/N`): the
 /// built-in node, whose `node` is the root itself, or an agent.
-const SOME_COMPUTER: &str = "*";
+const SOME_COMPUTER: &str = crate::canonical::UNKNOWN;
 
 /// Where a getter that returns "a node" leads: the root, when it is the
 /// built-in node (`Jenkins` is a `Node`), or an agent's computer
@@ -345,9 +345,10 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
         (Object::MyViews(user), "user") => Step::To(Object::User(user), after),
         // `MyViewsProperty`'s fallback is its primary view, whose name the
         // path does not give.
-        (Object::MyViews(user), _) => {
-            Step::To(Object::View(Box::new(Object::MyViews(user)), "*"), rest)
-        }
+        (Object::MyViews(user), _) => Step::To(
+            Object::View(Box::new(Object::MyViews(user)), crate::canonical::UNKNOWN),
+            rest,
+        ),
         (Object::User(user), "my-views") => Step::To(Object::MyViews(user), after),
         (Object::Computer("(built-in)"), "node") => Step::To(Object::Root, after),
         (Object::Computer(SOME_COMPUTER), "node") => some_node(after),

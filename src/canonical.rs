@@ -27,6 +27,11 @@ use std::fmt;
 
 use percent_encoding::percent_decode_str;
 
+/// The name `binding` gives an object the path reaches without naming it
+/// (the agent of `computers/0`). No Jenkins name can be `*`
+/// (`Jenkins.checkGoodName` refuses it), so it stands for none.
+pub(crate) const UNKNOWN: &str = "*";
+
 /// How many rounds of percent-decoding: `%252e` needs two; more rounds
 /// than that only make a spelling refused, never allowed.
 const DECODE_ROUNDS: usize = 4;
@@ -249,7 +254,15 @@ impl Pattern {
     /// Whether the resolved path `path` (`binding::Binding::path`)
     /// matches.
     pub(crate) fn matches(&self, path: &[&str]) -> bool {
-        matches(&self.pieces, path)
+        matches(&self.pieces, path, false)
+    }
+
+    /// As [`Pattern::matches`], with a name the path does not give
+    /// ([`UNKNOWN`]: the agent of `computers/0`, a build's earlier build)
+    /// matching any literal: for deny rules, which must hold for whatever
+    /// object that is.
+    pub(crate) fn may_match(&self, path: &[&str]) -> bool {
+        matches(&self.pieces, path, true)
     }
 
     /// Whether the pattern matches `path` with segment `index` matched by
@@ -292,21 +305,21 @@ impl Pattern {
     }
 }
 
-fn matches(pieces: &[Piece], segments: &[&str]) -> bool {
+fn matches(pieces: &[Piece], segments: &[&str], unknown_matches: bool) -> bool {
     match pieces.split_first() {
         None => segments.is_empty(),
         Some((Piece::Any, rest)) => {
-            (0..=segments.len()).any(|skip| matches(rest, &segments[skip..]))
+            (0..=segments.len()).any(|skip| matches(rest, &segments[skip..], unknown_matches))
         }
         Some((piece, rest)) => match segments.split_first() {
             None => false,
             Some((segment, more)) => {
                 let ok = match piece {
                     Piece::One => true,
-                    Piece::Literal(l) => l == segment,
+                    Piece::Literal(l) => l == segment || (unknown_matches && *segment == UNKNOWN),
                     Piece::Any => false,
                 };
-                ok && matches(rest, more)
+                ok && matches(rest, more, unknown_matches)
             }
         },
     }
@@ -413,6 +426,10 @@ mod tests {
         assert!(p("/").matches(&c(&owned("/"))));
         assert!(!p("/").matches(&c(&owned("/x"))));
         assert!(p("/**/config.xml").matches(&c(&owned("/job/a/config.xml"))));
+        // An unknown name matches any literal, but only where asked.
+        let unknown = ["computer", "*", "scripttext"];
+        assert!(!p("/computer/agent-1/**").matches(&unknown));
+        assert!(p("/computer/agent-1/**").may_match(&unknown));
     }
 
     #[test]

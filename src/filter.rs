@@ -46,8 +46,15 @@ pub(crate) struct Rule {
 }
 
 impl Rule {
+    /// Whether the rule is about `method` on the resolved `path`. A name
+    /// the path does not give (`computers/0`) could be any: a deny rule
+    /// takes it for its own, an allow rule never does.
     fn applies(&self, method: &Method, path: &[&str]) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method)) && self.pattern.matches(path)
+        let matched = match self.action {
+            Action::Deny => self.pattern.may_match(path),
+            Action::Allow => self.pattern.matches(path),
+        };
+        self.methods.as_ref().is_none_or(|m| m.contains(method)) && matched
     }
 }
 
@@ -713,6 +720,34 @@ mod tests {
         assert_eq!(
             denied(Method::POST, "/user/bob/configSubmit").as_deref(),
             Some("security-config")
+        );
+    }
+
+    /// A deny rule for an agent holds where the path reaches an agent
+    /// without naming it (`computers/1`), an allow rule does not.
+    #[test]
+    fn unnamed_objects_meet_deny_rules_not_allow_rules() {
+        let mut p = policy();
+        p.rules = vec![Rule {
+            name: "policy.rules[0]".into(),
+            action: Action::Deny,
+            methods: None,
+            pattern: Pattern::parse("/computer/agent-1/**").unwrap(),
+        }];
+        let r = check(&p, Method::GET, "/computers/1/api/json", &[]).unwrap_err();
+        assert_eq!(r.rule.as_deref(), Some("policy.rules[0]"));
+        p.rules[0].action = Action::Allow;
+        p.rules.push(Rule {
+            name: "policy.rules[1]".into(),
+            action: Action::Deny,
+            methods: None,
+            pattern: Pattern::parse("/**").unwrap(),
+        });
+        let r = check(&p, Method::GET, "/computers/1/api/json", &[]).unwrap_err();
+        assert_eq!(r.rule.as_deref(), Some("policy.rules[1]"));
+        assert_eq!(
+            check(&p, Method::GET, "/computer/agent-1/api/json", &[]),
+            Ok(())
         );
     }
 
