@@ -502,9 +502,7 @@ impl<'a> Binding<'a> {
 
     /// How many segments of [`Binding::path`] the object takes.
     fn object_len(&self) -> usize {
-        let mut out = Vec::new();
-        write_object(&self.object, &mut out);
-        out.len()
+        object_len(&self.object)
     }
 
     /// The built-in danger this reading reaches with `unsafe_method`
@@ -556,13 +554,17 @@ impl<'a> Binding<'a> {
     /// in [`Binding::path`], below any object (its methods take the user
     /// from the path): the index of the descriptor's name.
     fn api_token_segment(&self) -> Option<usize> {
-        let path = self.path();
-        path.windows(2)
-            .position(|pair| {
-                matches!(pair[0], "descriptorbyname" | "descriptor")
-                    && is_api_token_descriptor(pair[1])
-            })
-            .map(|i| i + 1)
+        let in_object = api_token_in_object(&self.object);
+        let in_action = || {
+            self.action
+                .windows(2)
+                .position(|pair| {
+                    matches!(pair[0].as_str(), "descriptorbyname" | "descriptor")
+                        && is_api_token_descriptor(&pair[1])
+                })
+                .map(|i| self.object_len() + i + 1)
+        };
+        in_object.or_else(in_action)
     }
 
     /// Dangers of the object itself, for unsafe methods: a descriptor
@@ -593,6 +595,30 @@ impl<'a> Binding<'a> {
     }
 }
 
+/// How many segments [`write_object`] writes for `object`.
+fn object_len(object: &Object<'_>) -> usize {
+    match object {
+        Object::Root => 0,
+        Object::Item(full) => 2 * full.len(),
+        Object::Run(full, _) => 2 * full.len() + 1,
+        Object::View(owner, _) => object_len(owner) + 2,
+        Object::MyViews(_) => 3,
+        Object::User(_) | Object::Computer(_) => 2,
+        Object::Named(parent, _, _) => object_len(parent) + 2,
+    }
+}
+
+/// The index, in the written object, of an API-token descriptor's name.
+fn api_token_in_object(object: &Object<'_>) -> Option<usize> {
+    match object {
+        Object::Named(parent, "descriptorbyname", name) if is_api_token_descriptor(name) => {
+            Some(object_len(parent) + 1)
+        }
+        Object::Named(parent, _, _) | Object::View(parent, _) => api_token_in_object(parent),
+        _ => None,
+    }
+}
+
 fn write_object<'a>(object: &Object<'a>, out: &mut Vec<&'a str>) {
     match object {
         Object::Root => {}
@@ -603,7 +629,10 @@ fn write_object<'a>(object: &Object<'a>, out: &mut Vec<&'a str>) {
             }
         }
         Object::Run(full, run) => {
-            write_object(&Object::Item(full.clone()), out);
+            for name in full {
+                out.push("job");
+                out.push(name);
+            }
             out.push(run);
         }
         Object::View(owner, name) => {
@@ -690,7 +719,10 @@ mod tests {
         resolve(&segs, "alice")
             .unwrap()
             .iter()
-            .map(|b| Printable(&b.path()).to_string())
+            .map(|b| {
+                assert_eq!(b.path().len(), b.object_len() + b.action.len(), "{path}");
+                Printable(&b.path()).to_string()
+            })
             .collect()
     }
 

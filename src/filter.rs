@@ -422,22 +422,28 @@ impl Policy {
         requested: &CanonicalPath,
         binding: &Binding<'_>,
     ) -> Result<(), Rejection> {
-        let resolved = binding.path();
-        let reaches = |resolved: &[&str]| {
-            let resolved = Printable(resolved).to_string();
+        let danger = binding.danger(unsafe_method(method));
+        // The resolved path is written out only where rules need it (an
+        // empty `Vec` allocates nothing), and for a refusal's message.
+        let resolved = if self.rules.is_empty() {
+            Vec::new()
+        } else {
+            binding.path()
+        };
+        let reaches = || {
+            let resolved = Printable(&binding.path()).to_string();
             if resolved == requested.to_string() {
                 resolved
             } else {
                 format!("{requested} (which Jenkins binds as {resolved})")
             }
         };
-        let danger = binding.danger(unsafe_method(method));
         let refuse = |(danger, _): (binding::Danger, usize)| {
             Err(Rejection::denied(
                 danger.rule,
                 format!(
                     "{method} {} is denied by the built-in rule {}: {}",
-                    reaches(&resolved),
+                    reaches(),
                     danger.rule,
                     danger.what
                 ),
@@ -471,7 +477,7 @@ impl Policy {
                     rule.name.clone(),
                     format!(
                         "{method} {} is denied by {} ({})",
-                        reaches(&resolved),
+                        reaches(),
                         rule.name,
                         rule.pattern.as_str()
                     ),
