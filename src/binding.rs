@@ -280,7 +280,16 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
     };
     match (object, token.as_str()) {
         (Object::Root, "manage") if !after.is_empty() => Step::To(Object::Root, after),
-        (Object::Root, "job" | "item" | "itembyfullname") => named(&|n| Object::Item(vec![n])),
+        // `Jenkins.getItemGroup()` is the root itself.
+        (Object::Root, "itemgroup") => Step::To(Object::Root, after),
+        (Object::Root, "job" | "item") => named(&|n| Object::Item(vec![n])),
+        // A full name, `folder/job`, in one segment (`%2F` to Stapler).
+        (Object::Root, "itembyfullname") => named(&|n| Object::Item(n.split('/').collect())),
+        // The primary view, whose name the path does not give.
+        (Object::Root | Object::Item(_) | Object::MyViews(_), "primaryview") => Step::To(
+            Object::View(Box::new(object.clone()), crate::canonical::UNKNOWN),
+            after,
+        ),
         (Object::Root, "view") => named(&|n| Object::View(Box::new(Object::Root), n)),
         (Object::Root, "user" | "people") => named(&Object::User),
         (Object::Root, "me") => Step::To(Object::User(me), after),
@@ -309,6 +318,8 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
             Object::Item(child)
         }),
         (Object::Item(_), "view") => named(&|n| Object::View(Box::new(object.clone()), n)),
+        // A folder's item group is the folder.
+        (Object::Item(_), "itemgroup") => Step::To(object.clone(), after),
         (Object::Item(full), "parent") => Step::To(
             match full.split_last() {
                 Some((_, [])) | None => Object::Root,
@@ -320,6 +331,16 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
         (Object::Item(full), t) if is_run(t) => Step::To(Object::Run(full.clone(), t), after),
         (Object::Run(full, _), "parent" | "project") => Step::To(Object::Item(full.clone()), after),
         (Object::Run(..), "builton") => some_node(after),
+        // The executor running a build, on a computer the path does not
+        // name.
+        (Object::Run(..), "executor") => Step::To(
+            Object::Named(
+                Box::new(Object::Computer(SOME_COMPUTER)),
+                "executors",
+                crate::canonical::UNKNOWN,
+            ),
+            after,
+        ),
         (
             Object::Run(full, _),
             "previousbuild"
@@ -337,6 +358,10 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
         }),
         (Object::View(..), "view") => named(&|n| Object::View(Box::new(object.clone()), n)),
         (Object::View(owner, _), "owner") => Step::To((**owner).clone(), after),
+        (Object::View(owner, _), "ownerprimaryview") => Step::To(
+            Object::View(owner.clone(), crate::canonical::UNKNOWN),
+            after,
+        ),
         (Object::View(..), t) if VIEW_TOKENS.contains(&t) => Step::Action,
         (Object::View(owner, _), _) => Step::Either(actions_owner(owner)),
         (Object::MyViews(user), "view") => {
@@ -355,6 +380,12 @@ fn navigate<'a>(object: &Object<'a>, rest: &'a [String], me: &'a str) -> Step<'a
         // An agent's node and its computer are one agent here
         // (`Computer.getNode`, `Slave.getComputer`).
         (Object::Computer(_), "node" | "computer") => Step::To(object.clone(), after),
+        // A computer's executors (`getExecutors`, `getOneOffExecutors`,
+        // both dispatchable arrays), whose `owner` is the computer again.
+        (Object::Computer(_), "executors" | "oneoffexecutors") => {
+            named(&|n| Object::Named(Box::new(object.clone()), "executors", n))
+        }
+        (Object::Named(computer, "executors", _), "owner") => Step::To((**computer).clone(), after),
         // `ComputerSet.get_all()`: every computer, indexed by position.
         (Object::Computer("_all"), t) if is_run(t) => {
             Step::To(Object::Computer(SOME_COMPUTER), after)
@@ -387,7 +418,7 @@ const SCRIPT_APPROVAL: Danger = Danger {
 };
 const AGENT_SECRETS: Danger = Danger {
     rule: "agent-secrets",
-    what: "an agent's JNLP file carries the agent's secret",
+    what: "an agent's page and its JNLP file carry the agent's secret",
 };
 const API_TOKENS: Danger = Danger {
     rule: "api-tokens",
@@ -531,6 +562,15 @@ impl<'a> Binding<'a> {
             return Some((danger, object_len.saturating_sub(1)));
         }
         match &self.object {
+            // An inbound agent's page shows the command that launches it,
+            // `-secret` included.
+            Object::Computer(name)
+                if *name != "(built-in)"
+                    && matches!(self.action, [] | [_])
+                    && self.action.first().is_none_or(|t| t == "index") =>
+            {
+                Some((AGENT_SECRETS, object_len - 1))
+            }
             Object::Root | Object::Computer(_) => self
                 .action
                 .first()
@@ -807,6 +847,18 @@ mod tests {
             readings("/node/a/computer/scripttext"),
             ["/computer/a/scripttext"]
         );
+        assert_eq!(
+            readings("/job/x/1/executor/owner/node/job/p/build"),
+            ["/job/p/build", "/computer/*/job/p/build"]
+        );
+        // A full name in one segment, as Stapler reads `folder%2Fjob`.
+        let segs = vec![
+            "itembyfullname".to_owned(),
+            "f/p".to_owned(),
+            "build".to_owned(),
+        ];
+        let b = resolve(&segs, "alice").unwrap();
+        assert_eq!(b[0].path(), ["job", "f", "job", "p", "build"]);
     }
 
     /// A token a view does not know may be its own action or its owner's:
@@ -862,7 +914,9 @@ mod tests {
             ("/computer/_all/0/node/eval", "script-console"),
             ("/node/agent/computer/jenkins-agent.jnlp", "agent-secrets"),
             ("/job/x/lastbuild/executor/owner/node/scripttext", "script-console"),
-            ("/job/x/lastbuilton/computer/scripttext", "script-console"),
+            // Read as the root, this is the page of an agent called
+            // `scripttext`; read as an agent, its script console.
+            ("/job/x/lastbuilton/computer/scripttext", "agent-secrets"),
             ("/computers/0/systeminfo", "diagnostics"),
             ("/computers/0/log", "diagnostics"),
             ("/job/x/lastbuild/previousbuild/builton/log", "diagnostics"),

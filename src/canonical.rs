@@ -36,16 +36,14 @@ pub(crate) const UNKNOWN: &str = "*";
 /// than that only make a spelling refused, never allowed.
 const DECODE_ROUNDS: usize = 4;
 
-/// A path in canonical form, as segments: `/Job/x/../../SCRIPT;x=1/` is
-/// `["script"]`.
+/// A path in canonical form, as segments, in each way Jenkins could read
+/// it: `/Job/x/../../SCRIPT;x=1/` is `["script"]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct CanonicalPath {
-    segments: Vec<String>,
-    /// The literal reading, when it differs (see the module docs).
-    literal: Option<Vec<String>>,
-    /// A `%` not followed by two hex digits: decoders disagree on those
-    /// (Stapler's reads `%6p`), so such a path is refused.
-    malformed: bool,
+    /// Every reading, Stapler's first, without repeats.
+    readings: Vec<Vec<String>>,
+    /// Why the path is refused before any reading is weighed.
+    refused: Option<&'static str>,
 }
 
 /// Tokens after which an empty segment is an empty name, not nothing: the
@@ -54,72 +52,128 @@ pub(crate) struct CanonicalPath {
 /// (`Jenkins.getNode`). Elsewhere an empty name finds nothing.
 const EMPTY_NAME_AFTER: [&str; 2] = ["computer", "node"];
 
+/// Paths with more segments than this are refused: Jenkins' own are a few
+/// dozen long, and matching a rule's `**` against thousands costs time.
+const MAX_SEGMENTS: usize = 256;
+
 impl CanonicalPath {
     pub(crate) fn new(raw_path: &str) -> Self {
-        let malformed = !escapes_are_valid(raw_path);
-        // Most paths have no escape and no backslash: nothing is copied
-        // for them until the segments are.
-        let mut decoded = std::borrow::Cow::Borrowed(raw_path);
-        for _ in 0..DECODE_ROUNDS {
-            if !decoded.contains('%') {
-                break;
+        let refused = if !escapes_are_valid(raw_path) {
+            Some("the path has a `%` not followed by two hex digits; escape a literal % as %25")
+        } else if raw_path.bytes().filter(|b| *b == b'/').count() > MAX_SEGMENTS {
+            Some("the path has more segments than any Jenkins URL")
+        } else {
+            None
+        };
+        // Nearly every path has nothing that readers could disagree on:
+        // one reading, and no copy of the path beyond its segments.
+        let plain = !raw_path.contains(['%', '\\', ';'])
+            && !raw_path.trim_end_matches('/').contains("//")
+            && !raw_path.split('/').any(|s| s == "." || s == "..");
+        if plain {
+            let segments = raw_path
+                .split('/')
+                .filter(|s| !s.is_empty())
+                .map(fold_case)
+                .collect();
+            return Self {
+                readings: vec![segments],
+                refused,
+            };
+        }
+        let deep = decode_deep(raw_path);
+        let mut readings: Vec<Vec<String>> = Vec::with_capacity(4);
+        for reading in [
+            stapler_reading(raw_path),
+            resolved(&percent_decode_str(raw_path).decode_utf8_lossy()),
+            resolved(&deep),
+            literal_reading(&deep),
+        ] {
+            if !readings.contains(&reading) {
+                readings.push(reading);
             }
-            let next = percent_decode_str(&decoded)
-                .decode_utf8_lossy()
-                .into_owned();
-            if next == decoded {
-                break;
-            }
-            decoded = std::borrow::Cow::Owned(next);
         }
-        if decoded.contains('\\') {
-            decoded = std::borrow::Cow::Owned(decoded.replace('\\', "/"));
-        }
-        let mut segments: Vec<String> = Vec::new();
-        // Only a path with dot segments or doubled slashes can read two
-        // ways; nearly all have neither.
-        let mut literal_differs = false;
-        for segment in decoded.split('/') {
-            let segment = segment.split(';').next().unwrap_or_default();
-            match segment {
-                "" => {}
-                "." | ".." => {
-                    literal_differs = true;
-                    if segment == ".." {
-                        segments.pop();
-                    }
-                }
-                s => segments.push(fold_case(s)),
-            }
-        }
-        literal_differs |= decoded.trim_end_matches('/').contains("//");
-        let literal = literal_differs
-            .then(|| literal_reading(&decoded))
-            .filter(|literal| *literal != segments);
-        Self {
-            segments,
-            literal,
-            malformed,
-        }
+        Self { readings, refused }
     }
 
-    /// Whether the raw path has a `%` that starts no escape.
-    pub(crate) fn is_malformed(&self) -> bool {
-        self.malformed
+    /// Why the path is refused whatever it reads as: a `%` that starts no
+    /// escape (decoders disagree on those: Stapler's reads `%6p`), or too
+    /// many segments.
+    pub(crate) fn refusal(&self) -> Option<&'static str> {
+        self.refused
     }
 
-    /// Every reading of the path, the canonical one first.
+    /// Every reading of the path, Stapler's first.
     pub(crate) fn readings(&self) -> impl Iterator<Item = &[String]> {
-        std::iter::once(self.segments.as_slice()).chain(self.literal.as_deref())
+        self.readings.iter().map(Vec::as_slice)
     }
 
-    /// The last two segments, if there are two.
+    fn segments(&self) -> &[String] {
+        self.readings.first().map_or(&[], Vec::as_slice)
+    }
+
+    /// The last two segments of Stapler's reading, if there are two.
     pub(crate) fn last_two(&self) -> Option<(&str, &str)> {
-        match self.segments.as_slice() {
+        match self.segments() {
             [.., a, b] => Some((a, b)),
             _ => None,
         }
     }
+}
+
+/// How Jenkins reads the path: Stapler resolves `.` and `..` on the raw
+/// path (`%2e%2e` is no dot segment to it), splits it, and decodes each
+/// segment once, so `feature%252Ffoo` is the one name `feature%2Ffoo` (a
+/// multibranch branch `feature/foo`). `;` parameters are cut (Jenkins
+/// refuses paths with `;` anyway, `SuspiciousRequestFilter`).
+fn stapler_reading(raw: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for segment in raw.split('/') {
+        match segment.split(';').next().unwrap_or_default() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(fold_case(&percent_decode_str(s).decode_utf8_lossy())),
+        }
+    }
+    out
+}
+
+/// A decoded path split into segments: `;` parameters cut, empty and `.`
+/// segments dropped, `..` resolved, case folded.
+fn resolved(decoded: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for segment in decoded.split('/') {
+        match segment.split(';').next().unwrap_or_default() {
+            "" | "." => {}
+            ".." => {
+                out.pop();
+            }
+            s => out.push(fold_case(s)),
+        }
+    }
+    out
+}
+
+/// The path percent-decoded until it stops changing (at most
+/// [`DECODE_ROUNDS`] times), with `\` read as `/`: the most a container
+/// chain could decode it.
+fn decode_deep(raw: &str) -> String {
+    let mut decoded = raw.to_owned();
+    for _ in 0..DECODE_ROUNDS {
+        if !decoded.contains('%') {
+            break;
+        }
+        let next = percent_decode_str(&decoded)
+            .decode_utf8_lossy()
+            .into_owned();
+        if next == decoded {
+            break;
+        }
+        decoded = next;
+    }
+    decoded.replace('\\', "/")
 }
 
 /// The literal reading of a decoded path: dot segments kept as tokens, an
@@ -140,6 +194,19 @@ fn literal_reading(decoded: &str) -> Vec<String> {
         out.push(fold_case(segment));
     }
     out
+}
+
+impl fmt::Display for CanonicalPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.segments().is_empty() {
+            return f.write_str("/");
+        }
+        for s in self.segments() {
+            f.write_str("/")?;
+            crate::binding::write_escaped(f, s)?;
+        }
+        Ok(())
+    }
 }
 
 /// Case-folds as Java's `String.CASE_INSENSITIVE_ORDER` compares, which is
@@ -177,19 +244,6 @@ fn escapes_are_valid(raw: &str) -> bool {
         i = at + 3;
     }
     true
-}
-
-impl fmt::Display for CanonicalPath {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.segments.is_empty() {
-            return f.write_str("/");
-        }
-        for s in &self.segments {
-            f.write_str("/")?;
-            crate::binding::write_escaped(f, s)?;
-        }
-        Ok(())
-    }
 }
 
 /// One piece of a [`Pattern`].
@@ -230,9 +284,9 @@ impl Pattern {
                 s if s.contains('*') => {
                     return Err(format!("segment {s:?}: `*` and `**` must be whole segments"))
                 }
-                s if s.contains(['%', ';', '\\']) => {
+                s if s.contains([';', '\\']) => {
                     return Err(format!(
-                        "segment {s:?}: canonical paths are decoded and have no `;` parameters; write the plain text"
+                        "segment {s:?}: canonical paths have no `;` parameters or backslashes; write the plain text"
                     ))
                 }
                 s if fold_case(s) != s => {
@@ -361,7 +415,9 @@ mod tests {
 
     #[test]
     fn canonical_forms() {
-        for (raw, canonical) in [
+        // Stapler's reading (the first), and whether another reading is
+        // `/script` too, so that the policy refuses it either way.
+        for (raw, stapler) in [
             ("/", "/"),
             ("/script", "/script"),
             ("/Script/", "/script"),
@@ -372,35 +428,63 @@ mod tests {
             ("/script;jsessionid=abc", "/script"),
             ("/..;/script", "/script"),
             ("/%73cript", "/script"),
-            ("/%2573cript", "/script"),
-            ("/job/a/..%2f..%2fscript", "/script"),
-            ("/job/a/%2e%2e/%2E%2E/SCRIPT", "/script"),
-            ("/job/a\\..\\..\\script", "/script"),
+            ("/%2573cript", "/%73cript"),
+            ("/job/a/..%2f..%2fscript", "/job/a/../../script"),
+            ("/job/a/%2e%2e/%2E%2E/SCRIPT", "/job/a/../../script"),
+            ("/job/a\\..\\..\\script", "/job/a\\..\\..\\script"),
             ("/job/My%20Job/build", "/job/my job/build"),
         ] {
-            assert_eq!(CanonicalPath::new(raw).to_string(), canonical, "{raw}");
+            let path = CanonicalPath::new(raw);
+            assert_eq!(path.to_string(), stapler, "{raw}");
+            assert!(
+                !raw.to_lowercase().contains("script")
+                    || raw.contains("%2573")
+                    || path.readings().any(|r| r == ["script"]),
+                "{raw}: {:?}",
+                path.readings
+            );
         }
     }
 
+    /// Where readers differ, every reading is kept: Stapler resolves dots
+    /// on the raw path and decodes each segment once; a container may
+    /// decode first, or more than once; an empty name may be kept.
     #[test]
-    fn literal_readings_keep_what_containers_may_keep() {
-        let literal = |raw: &str| CanonicalPath::new(raw).literal;
-        assert_eq!(literal("/job/x/build"), None);
-        assert_eq!(literal("/job/x/build/"), None);
-        assert_eq!(literal("//job//x/build"), None, "no empty name");
+    fn every_reading_is_kept() {
+        let readings = |raw: &str| -> Vec<String> {
+            CanonicalPath::new(raw)
+                .readings()
+                .map(|r| format!("/{}", r.join("/")))
+                .collect()
+        };
+        assert_eq!(readings("/job/x/build"), ["/job/x/build"]);
+        assert_eq!(readings("/job/x/build/"), ["/job/x/build"]);
         assert_eq!(
-            literal("/computer//script"),
-            Some(vec!["computer".into(), "".into(), "script".into()])
+            readings("//job//x/build"),
+            ["/job/x/build"],
+            "no empty name"
         );
         assert_eq!(
-            literal("/script/%2e%2e/job/x/build"),
-            Some(
-                ["script", "..", "job", "x", "build"]
-                    .map(String::from)
-                    .to_vec()
-            )
+            readings("/computer//script"),
+            ["/computer/script", "/computer//script"]
         );
-        assert_eq!(CanonicalPath::new("/a/./b").readings().count(), 2);
+        // A multibranch branch `feature/foo`: the job `feature%2Ffoo`.
+        assert_eq!(
+            readings("/job/repo/job/feature%252Ffoo/build"),
+            [
+                "/job/repo/job/feature%2ffoo/build",
+                "/job/repo/job/feature/foo/build"
+            ]
+        );
+        // Stapler keeps `%2e%2e` as a name; a decoding container resolves it.
+        assert_eq!(
+            readings("/./job/p/build/%252e%252e/%252e%252e/%252e%252e"),
+            [
+                "/job/p/build/%2e%2e/%2e%2e/%2e%2e",
+                "/",
+                "/./job/p/build/../../.."
+            ]
+        );
     }
 
     #[test]
@@ -414,7 +498,7 @@ mod tests {
     #[test]
     fn patterns_match_segments() {
         let p = |t: &str| Pattern::parse(t).unwrap();
-        let owned = |raw: &str| CanonicalPath::new(raw).segments;
+        let owned = |raw: &str| CanonicalPath::new(raw).segments().to_vec();
         fn c(segments: &[String]) -> Vec<&str> {
             segments.iter().map(String::as_str).collect()
         }
@@ -481,11 +565,13 @@ mod tests {
     }
 
     #[test]
-    fn stray_percent_signs_are_malformed() {
-        assert!(!CanonicalPath::new("/job/a%20b/%2e%2E").is_malformed());
+    fn stray_percent_signs_and_endless_paths_are_refused() {
+        assert!(CanonicalPath::new("/job/a%20b/%2e%2E").refusal().is_none());
         for raw in ["/scr%6pptText", "/x%", "/x%4", "/%%41"] {
-            assert!(CanonicalPath::new(raw).is_malformed(), "{raw}");
+            assert!(CanonicalPath::new(raw).refusal().is_some(), "{raw}");
         }
+        assert!(CanonicalPath::new(&"/x".repeat(256)).refusal().is_none());
+        assert!(CanonicalPath::new(&"/x".repeat(257)).refusal().is_some());
     }
 
     #[test]
@@ -497,7 +583,6 @@ mod tests {
             "/job/./x",
             "/job/../x",
             "/job/x*",
-            "/job/%41",
             "/x;y",
         ] {
             assert!(Pattern::parse(bad).is_err(), "{bad}");

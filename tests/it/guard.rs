@@ -136,6 +136,12 @@ const ROOT_ALIASES: &[&str] = &[
     "/computers/0/node",
     "/computer/_all/0/node",
     "/job/sample-job/lastBuild/previousBuild/builtOn",
+    // `Jenkins.getItemGroup()` is the root; the primary view has its actions;
+    // an executor's owner is its computer.
+    "/itemGroup",
+    "/manage/itemGroup/itemGroup",
+    "/primaryView",
+    "/computer/(built-in)/executors/0/owner/node",
 ];
 
 /// Dangerous actions of an agent or the built-in node.
@@ -162,6 +168,7 @@ const COMPUTER_ALIASES: &[&str] = &[
     "/computers/0",
     "/computers/1",
     "/computer/_all/1",
+    "/computer/agent-1/executors/1/owner",
 ];
 
 /// Dangerous actions of a user.
@@ -524,6 +531,12 @@ async fn user_rules_cover_every_alias() {
         "/computers/0/node/job/protected/build",
         "/computer/_all/0/node/item/protected/build",
         "/job/other/1/builtOn/job/protected/build",
+        "/itemGroup/job/protected/build",
+        "/primaryView/job/protected/build",
+        "/computer/(built-in)/executors/0/owner/node/job/protected/build",
+        // Stapler resolves the raw `/./` and keeps `%2e%2e` as names; a
+        // decoder that resolves them would see `/`.
+        "/./job/protected/build/%252e%252e/%252e%252e/%252e%252e",
     ] {
         let reply = http.post(&proxy.url(path)).await;
         assert_eq!(
@@ -712,6 +725,90 @@ async fn least_privilege_recipe_admits_only_what_it_allows() {
     assert!(refused > 1000);
     assert!(jenkins.dangerous().is_empty(), "{:?}", jenkins.dangerous());
     assert_eq!(jenkins.accepted_triggers("sample-job"), 0);
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// An inbound agent's page shows the command that launches it, its secret
+/// included: refused, for agents, on every alias; the built-in node's page
+/// passes.
+#[tokio::test]
+async fn agent_pages_are_refused() {
+    let jenkins = jenkins().await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let http = Http::new();
+    for path in [
+        "/computer/agent-1/",
+        "/computer/agent-1",
+        "/computer/agent-1/index",
+        "/node/agent-1/",
+        "/manage/computer/agent-1/",
+        "/computers/1/",
+    ] {
+        let direct = http
+            .send(request(
+                Method::GET,
+                &format!("{}{}", jenkins.root_url().trim_end_matches('/'), path),
+                &[("authorization", BASIC)],
+                Bytes::new(),
+            ))
+            .await;
+        assert_eq!(direct.status, StatusCode::OK, "direct {path}");
+        let reply = http.get(&proxy.url(path)).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
+        assert_eq!(
+            reply.header("x-crumb-proxy-rule"),
+            Some("agent-secrets"),
+            "{path}"
+        );
+    }
+    assert_eq!(jenkins.dangerous().len(), 6, "{:?}", jenkins.dangerous());
+    let reply = http.get(&proxy.url("/computer/(built-in)/")).await;
+    assert_eq!(reply.status, StatusCode::OK);
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A multibranch branch `feature/foo` is the job `feature%2Ffoo`, spelled
+/// `feature%252Ffoo` in URLs; Stapler decodes each segment once, and so
+/// does the rule that names it.
+#[tokio::test]
+async fn rules_name_multibranch_branches() {
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .folder("repo")
+        .job("repo/feature%2Ffoo")
+        .job("repo/feature%2Fbar")
+        .start()
+        .await;
+    let extra = Extra {
+        tail: "[[policy.rules]]\naction = \"deny\"\npath = \"/job/repo/job/feature%2ffoo/**\"\n"
+            .into(),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+    )
+    .await;
+    let http = Http::new();
+    let reply = http
+        .post(&proxy.url("/job/repo/job/feature%252Ffoo/build"))
+        .await;
+    assert_eq!(
+        reply.header("x-crumb-proxy-rule"),
+        Some("policy.rules[0]"),
+        "{}",
+        reply.text()
+    );
+    let reply = http
+        .post(&proxy.url("/job/repo/job/feature%252Fbar/build"))
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text());
+    assert_eq!(jenkins.accepted_triggers("repo/feature%2Ffoo"), 0);
+    assert_eq!(jenkins.accepted_triggers("repo/feature%2Fbar"), 1);
     proxy.stop().await;
     jenkins.finish().await;
 }

@@ -3438,6 +3438,14 @@ impl Exchange<'_> {
             let step = match (&object, rest) {
                 (_, []) => None,
                 (Obj::Root, ["manage", more @ ..]) if !more.is_empty() => Some((Obj::Root, more)),
+                // `Jenkins.getItemGroup()` is the root; `getPrimaryView()` is `all`.
+                (Obj::Root, ["itemGroup", more @ ..]) => Some((Obj::Root, more)),
+                (Obj::Root, ["primaryView", more @ ..]) => Some((
+                    Obj::View {
+                        group: String::new(),
+                    },
+                    more,
+                )),
                 (Obj::Root, ["job" | "item", name, more @ ..]) => {
                     Some((Obj::Item((*name).to_owned()), more))
                 }
@@ -3546,6 +3554,11 @@ impl Exchange<'_> {
                 (Obj::Computer(name), ["node", more @ ..]) if name == BUILT_IN => {
                     Some((Obj::Root, more))
                 }
+                // An executor's owner is its computer.
+                (
+                    Obj::Computer(_),
+                    ["executors" | "oneOffExecutors", index, "owner", more @ ..],
+                ) if index.parse::<u32>().is_ok() => Some((object.clone(), more)),
                 // An agent's node and its computer (`Slave.getComputer`).
                 (Obj::Computer(_), ["node" | "computer", more @ ..]) => {
                     Some((object.clone(), more))
@@ -3601,6 +3614,9 @@ impl Exchange<'_> {
             Obj::Computer(name) => {
                 let what = match rest {
                     ["api", "json"] => return Route::ComputerApi(name),
+                    [] | ["index"] if name == BUILT_IN => return Route::Page("Built-In Node"),
+                    // An inbound agent's page shows its launch command, `-secret` included.
+                    [] | ["index"] => "launch command and secret",
                     ["script" | "scriptText"] => "script console",
                     ["heapDump", ..] => "heap dump",
                     ["jenkins-agent.jnlp" | "slave-agent.jnlp"] => "agent secret",
