@@ -213,6 +213,18 @@ const FOLDER_ALIASES: &[&str] = &[
     "/user/alice/my-views/view/extra/job/folder",
 ];
 
+/// `GET path` straight to the double, as the proxy's user.
+async fn direct(http: &Http, jenkins: &MockJenkins, path: &str) -> crate::support::proxy::Reply {
+    let url = format!("{}{path}", jenkins.root_url().trim_end_matches('/'));
+    http.send(request(
+        Method::GET,
+        &url,
+        &[("authorization", BASIC)],
+        Bytes::new(),
+    ))
+    .await
+}
+
 /// How a path is spelled.
 #[derive(Clone, Copy, Debug)]
 enum Spelling {
@@ -387,15 +399,7 @@ async fn generated_attacks_never_reach_jenkins() {
                 for prefix in aliases {
                     let path = spelling.spell(prefix, attack.action);
                     let before = jenkins.dangerous().len();
-                    let url = format!("{}{}", jenkins.root_url().trim_end_matches('/'), path);
-                    let reply = http
-                        .send(request(
-                            Method::GET,
-                            &url,
-                            &[("authorization", BASIC)],
-                            Bytes::new(),
-                        ))
-                        .await;
+                    let reply = direct(&http, &jenkins, &path).await;
                     assert_eq!(
                         reply.status,
                         StatusCode::OK,
@@ -745,15 +749,11 @@ async fn agent_pages_are_refused() {
         "/manage/computer/agent-1/",
         "/computers/1/",
     ] {
-        let direct = http
-            .send(request(
-                Method::GET,
-                &format!("{}{}", jenkins.root_url().trim_end_matches('/'), path),
-                &[("authorization", BASIC)],
-                Bytes::new(),
-            ))
-            .await;
-        assert_eq!(direct.status, StatusCode::OK, "direct {path}");
+        assert_eq!(
+            direct(&http, &jenkins, path).await.status,
+            StatusCode::OK,
+            "direct {path}"
+        );
         let reply = http.get(&proxy.url(path)).await;
         assert_eq!(reply.status, StatusCode::FORBIDDEN, "{path}");
         assert_eq!(
