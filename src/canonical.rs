@@ -67,10 +67,7 @@ impl CanonicalPath {
         };
         // Nearly every path has nothing that readers could disagree on:
         // one reading, and no copy of the path beyond its segments.
-        let plain = !raw_path.contains(['%', '\\', ';'])
-            && !raw_path.trim_end_matches('/').contains("//")
-            && !raw_path.split('/').any(|s| s == "." || s == "..");
-        if plain {
+        if is_plain(raw_path) {
             let segments = raw_path
                 .split('/')
                 .filter(|s| !s.is_empty())
@@ -119,6 +116,32 @@ impl CanonicalPath {
             _ => None,
         }
     }
+}
+
+/// Whether every reader reads `raw` the same way: no `%`, `\\` or `;`, no
+/// empty segment but a trailing one, no `.` or `..` segment. One pass over
+/// the bytes, as every request makes it.
+fn is_plain(raw: &str) -> bool {
+    let bytes = raw.as_bytes();
+    for (i, &b) in bytes.iter().enumerate() {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b'/' => {
+                // What follows this slash, up to the next one (or the end).
+                let rest = &bytes[i + 1..];
+                let segment = rest
+                    .iter()
+                    .position(|&c| c == b'/')
+                    .map_or(rest, |end| &rest[..end]);
+                let last = segment.len() == rest.len();
+                if (segment.is_empty() && !last) || segment == b"." || segment == b".." {
+                    return false;
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 /// How Jenkins reads the path: Stapler resolves `.` and `..` on the raw
@@ -548,6 +571,18 @@ mod tests {
         let queue = ["queue", "item", "5", "api", "json"];
         assert!(p("/queue/item/*/api/json").opens(&queue, Some(0)));
         assert!(!p("/*/item/*/api/json").opens(&queue, Some(0)));
+    }
+
+    #[test]
+    fn plain_paths_are_told_apart() {
+        for raw in ["/", "/job/x/build", "/job/x/build/", "/a.b/c..d/.e"] {
+            assert!(is_plain(raw), "{raw}");
+        }
+        for raw in [
+            "//x", "/a//b", "/a/./b", "/a/../b", "/a/.", "/a/..", "/%41", "/a;b", "/a\\b",
+        ] {
+            assert!(!is_plain(raw), "{raw}");
+        }
     }
 
     #[test]
