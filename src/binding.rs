@@ -13,21 +13,23 @@
 //! action segments after it. The policy (`filter`) decides on bindings,
 //! never on the raw path.
 //!
-//! What the walk knows, with the Jenkins classes it follows:
+//! What the walk knows, with the Jenkins classes it follows
+//! (`docs/jenkins-url-binding.md` has the sources):
 //!
 //! - `manage` on the root is `ManageJenkinsAction`, whose `StaplerFallback`
-//!   is the root again: `/manage/manage/x` is `/x`.
-//! - Items: `job/N`, `item/N` (`Jenkins.getItem`) and `itemByFullName/N` on
-//!   the root; `job/N` and `item/N` in folders. `parent` of an item is its
+//!   is the root again: `/manage/manage/x` is `/x`. So is `itemGroup`
+//!   (`Jenkins.getItemGroup`).
+//! - Items: `job/N`, `item/N` (`Jenkins.getItem`) and `itemByFullName/F%2FN`
+//!   on the root; `job/N` and `item/N` in folders. `parent` of an item is its
 //!   folder or the root; `parent` and `project` of a build (`Run.getParent`,
 //!   `AbstractBuild.getProject`) its job.
 //! - Views (`View.getJob`/`getItem`, "the one used in URL binding") hand out
 //!   every item of their owner's item group, listed or not, so
 //!   `/view/V/view/W/job/J` is `/job/J`; nested views
-//!   (`ViewGroup.getView`), `owner`. A token a view does not know itself
-//!   may be one of its owner's actions (`View.getDynamic` searches
-//!   `getOwnerViewActions`, the root's actions for a top-level view): both
-//!   readings are kept (see [`resolve`]).
+//!   (`ViewGroup.getView`), `owner`, `primaryView` of the root, a folder or
+//!   `my-views`. A token a view does not know itself may be one of its
+//!   owner's actions (`View.getDynamic` searches `getOwnerViewActions`, the
+//!   root's actions for a top-level view): both readings are kept.
 //! - Users: `user/N`, `me` (`Jenkins.getMe`, the proxy's own user),
 //!   `securityRealm/user/N` (`HudsonPrivateSecurityRealm.getUser`),
 //!   `people/N`; `my-views` (`MyViewsProperty`, whose views belong to the
@@ -35,22 +37,25 @@
 //!   `my-views/user`.
 //! - Agents: `computer/N` (`ComputerSet.getDynamic`), where `(master)`,
 //!   `(built-in)` and the empty name are the built-in node; `node/N`
-//!   (`Jenkins.getNode`); `computer/N/node`, which for the built-in node is
-//!   the root itself (`Computer.getNode` returns `Jenkins`). `builtOn` of a
-//!   build and `lastBuiltOn` of a job (`AbstractBuild.getBuiltOn`) are the
-//!   node it ran on, the root when that was the built-in node; the walk
-//!   cannot know which, so it takes the root, the more dangerous reading.
+//!   (`Jenkins.getNode`), `computer/N/node` and `node/N/computer`
+//!   (`Slave.getComputer`); the arrays `computers/I` and `computer/_all/I`;
+//!   executors and their `owner`. The built-in node's `node` is the root
+//!   itself (`Computer.getNode` returns `Jenkins`). A node the path does not
+//!   name (`builtOn` of a build, `lastBuiltOn` of a job, `computers/I`) is
+//!   read both as the root and as an agent.
 //! - Other naming getters (`label/N`, `plugin/N`, `descriptorByName/N` on
 //!   any object, `fingerprint/N` …): the next segment is a name.
 //! - Files: after `artifact` on a build, `ws` on a job and `userContent` on
 //!   the root, segments are a file's path (`DirectoryBrowserSupport`), not
 //!   tokens.
 //!
-//! A token after one of these naming getters is a *name*, which Jenkins
-//! never dispatches on: a job called `script` or a folder called
+//! A token right after one of these naming getters is a *name*, which
+//! Jenkins never dispatches on: a job called `script` or a folder called
 //! `credentials` is harmless. Every other segment is in *action* position,
-//! and the dangerous actions ([`Danger`]) are refused wherever they appear
-//! there, not only right after a known object: plugins add getters the
+//! including every segment below an action the walk does not follow (there
+//! `node` or `computer` may be an argument-free getter), and the dangerous
+//! actions ([`Danger`]) are refused wherever they appear in action
+//! position, not only right after a known object: plugins add getters the
 //! model cannot know, and an unknown one might lead back to the root.
 //!
 //! What this module does not decide: which actions a user may reach
