@@ -119,7 +119,16 @@ struct Registry {
 #[derive(Debug)]
 pub(crate) struct Registration {
     id: u64,
+    /// How many other connections were open when this one was accepted.
+    open_before: usize,
     connections: Arc<Connections>,
+}
+
+impl Registration {
+    /// How many other connections were open when this one was accepted.
+    pub(crate) fn open_before(&self) -> usize {
+        self.open_before
+    }
 }
 
 impl Drop for Registration {
@@ -146,12 +155,14 @@ impl Connections {
         let mut registry = self.lock();
         let id = registry.next;
         registry.next += 1;
+        let open_before = registry.by_id.len();
         registry.by_id.insert(id, activity.clone());
         drop(registry);
         (
             activity,
             Registration {
                 id,
+                open_before,
                 connections: self.clone(),
             },
         )
@@ -251,6 +262,7 @@ mod tests {
         let (a, _ra) = connections.register();
         let (b, _rb) = connections.register();
         let (c, rc) = connections.register();
+        assert_eq!(rc.open_before(), 2);
         let t0 = connections.epoch;
         a.begin(t0 + Duration::from_secs(3));
         a.end();

@@ -331,7 +331,7 @@ async fn serve_connection<I>(
         .header_read_timeout(limits.header_read_timeout)
         // A head larger than this is answered 431 (RFC 6585 §5).
         .max_header_size(limits.max_header_bytes)
-        .max_buf_size(read_buffer_cap(&limits))
+        .max_buf_size(read_buffer_cap(&limits, held.1.open_before()))
         .keep_alive(true)
         .serve_connection(
             TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),
@@ -372,23 +372,34 @@ async fn serve_connection<I>(
     drop(counted);
 }
 
-/// The largest read buffer of a client connection: 48 KiB, or the largest
-/// request head plus 8 KiB. hyper grows a connection's read buffer while a
-/// body streams in (up to about 400 KiB by default) and keeps it for the
-/// connection's life, and a connection streaming a body holds about twice
-/// it. Measured with `bench/storm.sh` (300 clients each POSTing 1 MiB at
-/// once, release build) and 256 MiB uploads against nginx (64 KiB buffers)
-/// in the same run:
-///
-/// | cap | storm peak RSS | upload speed / nginx's |
-/// | --- | --- | --- |
-/// | about 400 KiB (hyper's) | over 150 MiB | 1.5 |
-/// | 64 KiB | 119–122 MiB | 1.1–1.2 |
-/// | 48 KiB | 94–98 MiB | 1.0–1.3 (length), 0.9 (chunked) |
-/// | 40 KiB | 95–100 MiB | 0.8–1.0 |
-fn read_buffer_cap(limits: &LimitsConfig) -> usize {
-    const CAP: usize = 48 * 1024;
-    CAP.max(limits.max_header_bytes + 8192)
+/// Connections accepted while fewer than this many were open may grow
+/// their read buffer to [`LARGE_READ_BUFFER`]; later ones to
+/// [`SMALL_READ_BUFFER`]. At most this many hold a large one at a time.
+const LARGE_READ_BUFFERS: usize = 32;
+/// A read buffer for fast uploads: 256 MiB uploads went through 1.5 times
+/// as fast as nginx's (64 KiB buffers) with hyper's own cap of about 400
+/// KiB, and 1.0 times with 48 KiB.
+const LARGE_READ_BUFFER: usize = 256 * 1024;
+/// A read buffer when many clients are connected.
+const SMALL_READ_BUFFER: usize = 48 * 1024;
+
+/// The largest read buffer of a client connection. hyper grows a
+/// connection's read buffer while a body streams in (up to about 400 KiB by
+/// default) and keeps it for the connection's life, and a connection
+/// streaming a body holds about twice it: 300 clients each POSTing 1 MiB at
+/// once peaked above 150 MiB with hyper's cap, 119–122 MiB at 64 KiB, 94–98
+/// MiB at 48 KiB (`bench/storm.sh`, release build; above 48 KiB the
+/// allocator's next size class is much larger), while large reads make
+/// uploads fast. So the first [`LARGE_READ_BUFFERS`] connections open at
+/// once get large buffers and the rest small ones, and a buffer always
+/// holds a whole request head.
+fn read_buffer_cap(limits: &LimitsConfig, open_before: usize) -> usize {
+    let cap = if open_before < LARGE_READ_BUFFERS {
+        LARGE_READ_BUFFER
+    } else {
+        SMALL_READ_BUFFER
+    };
+    cap.max(limits.max_header_bytes + 8192)
 }
 
 /// Why a connection's [`Stop`] completed.
