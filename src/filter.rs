@@ -115,6 +115,7 @@ impl Rejection {
             "client-token-required" | "client-token-invalid" => {
                 "send Proxy-Authorization: Bearer <token> with the token the proxy is configured with"
             }
+            "bad-host" => "send exactly one Host header, host[:port] without user information",
             "host-not-allowed" => {
                 "address the proxy as localhost, 127.0.0.1 or [::1], or add the name to listen.allowed_hosts"
             }
@@ -278,22 +279,19 @@ impl Policy {
     /// known by pass (kubectl proxy's `--accept-hosts`, anchored).
     fn check_host(&self, uri: &Uri, headers: &HeaderMap) -> Result<(), Rejection> {
         let from_target = uri.authority().map(http::uri::Authority::host);
-        let from_header = match headers.get(header::HOST).map(|h| h.to_str()) {
-            Some(Ok(host)) => Some(host_without_port(host)),
-            Some(Err(_)) => {
-                return Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "host-not-allowed",
-                    "the Host header is not text",
-                ))
-            }
-            None if from_target.is_none() => {
-                return Err(Rejection::new(
-                    StatusCode::FORBIDDEN,
-                    "host-not-allowed",
-                    "the request has no Host header",
-                ))
-            }
+        // RFC 9112 §3.2: a request with more than one Host, or with a Host
+        // that is not a valid `host[:port]`, gets 400; so does one with
+        // none (HTTP/1.1 requires it; an absolute-form target names it).
+        let bad = |why: &str| Err(Rejection::new(StatusCode::BAD_REQUEST, "bad-host", why));
+        let mut hosts = headers.get_all(header::HOST).iter();
+        let host = hosts.next();
+        if hosts.next().is_some() {
+            return bad("the request has more than one Host header");
+        }
+        let from_header = match host.map(|h| h.to_str()) {
+            Some(Ok(host)) if valid_host(host) => Some(host_without_port(host)),
+            Some(_) => return bad("the Host header is not a valid host[:port]"),
+            None if from_target.is_none() => return bad("the request has no Host header"),
             None => None,
         };
         for name in from_target.into_iter().chain(from_header) {
@@ -519,6 +517,16 @@ fn check_method(method: &Method) -> Result<(), Rejection> {
             ),
         )),
     }
+}
+
+/// Whether `host` is a `host[:port]` as RFC 9110 §7.2 allows it: an
+/// authority without userinfo (`127.0.0.1:8181@evil.example` is refused).
+fn valid_host(host: &str) -> bool {
+    !host.is_empty()
+        && !host.contains('@')
+        && host
+            .parse::<http::uri::Authority>()
+            .is_ok_and(|a| a.as_str() == host)
 }
 
 /// `host:port`, `[v6]:port` or a bare host, without the port.
@@ -853,7 +861,25 @@ mod tests {
         let r = p
             .check(&Method::GET, &"/".parse().unwrap(), &HeaderMap::new())
             .unwrap_err();
-        assert_eq!(r.kind, "host-not-allowed");
+        assert_eq!((r.status.as_u16(), r.kind), (400, "bad-host"));
+        // RFC 9112 §3.2: two Host headers, or one with user information.
+        for hosts in [
+            &["127.0.0.1:8181", "127.0.0.1:8181"][..],
+            &["127.0.0.1:8181", "evil.example"],
+            &["127.0.0.1:8181@evil.example"],
+            &["user:pw@127.0.0.1"],
+            &[""],
+            &["127.0.0.1:8181/x"],
+        ] {
+            let mut h = HeaderMap::new();
+            for host in hosts {
+                h.append(header::HOST, host.parse().unwrap());
+            }
+            let r = p
+                .check(&Method::GET, &"/".parse().unwrap(), &h)
+                .unwrap_err();
+            assert_eq!((r.status.as_u16(), r.kind), (400, "bad-host"), "{hosts:?}");
+        }
         // An absolute-form target names a host too, and must pass as well.
         let mut h = HeaderMap::new();
         h.insert(header::HOST, "localhost".parse().unwrap());

@@ -332,6 +332,10 @@ async fn serve_connection<I>(
         // A head larger than this is answered 431 (RFC 6585 §5).
         .max_header_size(limits.max_header_bytes)
         .max_buf_size(read_buffer_cap(&limits, held.1.open_before()))
+        // A client that shuts its sending side after a complete request
+        // (`nc -N`, some HTTP/1.0 tools) still gets its answer: the request
+        // may already have reached Jenkins.
+        .half_close(true)
         .keep_alive(true)
         .serve_connection(
             TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),

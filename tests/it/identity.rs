@@ -241,3 +241,68 @@ async fn old_jenkins_whoami_page_never_echoes_the_proxys_credentials() {
         jenkins.finish().await;
     }
 }
+
+/// RFC 9112 §3.2: a request with two `Host` headers, or a `Host` with user
+/// information, is answered 400, and Jenkins hears nothing of it.
+#[tokio::test]
+async fn host_headers_that_are_not_one_host_get_400() {
+    let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    for head in [
+        "Host: 127.0.0.1\r\nHost: 127.0.0.1\r\n",
+        "Host: 127.0.0.1\r\nHost: evil.example\r\n",
+        "Host: 127.0.0.1:8181@evil.example\r\n",
+        "Host: alice:pw@127.0.0.1\r\n",
+    ] {
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        conn.write_all(format!("POST /job/sample-job/build HTTP/1.1\r\n{head}Content-Length: 0\r\nConnection: close\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            conn.read_to_end(&mut answer),
+        )
+        .await
+        .expect("an answer in time")
+        .unwrap();
+        let answer = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 400"), "{head:?}: {answer}");
+        assert!(answer.contains("x-crumb-proxy-error: bad-host"), "{answer}");
+    }
+    assert!(jenkins.requests().is_empty(), "{:?}", jenkins.requests());
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A client that shuts its sending side right after a complete request
+/// (`nc -N` does) still gets Jenkins' answer, with a body of known length
+/// and with a chunked one.
+#[tokio::test]
+async fn half_closed_clients_get_their_answer() {
+    let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    for request in [
+        "POST /job/sample-job/build HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5\r\n\r\nhello",
+        "POST /job/sample-job/build HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+        "GET /api/json HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n",
+    ] {
+        let mut conn = TcpStream::connect(proxy.addr).await.unwrap();
+        conn.write_all(request.as_bytes()).await.unwrap();
+        conn.shutdown().await.unwrap();
+        let mut answer = Vec::new();
+        tokio::time::timeout(std::time::Duration::from_secs(10), conn.read_to_end(&mut answer))
+            .await
+            .expect("an answer in time")
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        let expected = if request.starts_with("GET") { "200" } else { "201" };
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {expected}")) || answer.starts_with(&format!("HTTP/1.0 {expected}")),
+            "{request:?}: {answer}"
+        );
+    }
+    assert_eq!(jenkins.accepted_triggers("sample-job"), 2);
+    proxy.stop().await;
+    jenkins.finish().await;
+}
