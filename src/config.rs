@@ -233,6 +233,13 @@ pub enum ConfigError {
         #[source]
         source: io::Error,
     },
+    #[error("`{section}.{key}` = {path:?}: {problem}")]
+    SecretFileUnfit {
+        section: &'static str,
+        key: &'static str,
+        path: PathBuf,
+        problem: String,
+    },
     #[error("`{section}.{key}` = {name:?}: {problem}")]
     SecretEnv {
         section: &'static str,

@@ -92,19 +92,27 @@ impl SecretSource {
         warnings: &mut Vec<String>,
     ) -> Result<Secret, ConfigError> {
         let raw = match self {
-            SecretSource::File(path) => match fs::read_to_string(&path) {
+            SecretSource::File(path) => match read_secret_text(&path) {
                 Ok(text) => {
                     if let Some(warning) = loose_permissions(&path, section, key) {
                         warnings.push(warning);
                     }
                     text
                 }
-                Err(source) => {
+                Err(SecretFileError::Io(source)) => {
                     return Err(ConfigError::SecretFile {
                         section,
                         key,
                         path,
                         source,
+                    })
+                }
+                Err(SecretFileError::Unfit(problem)) => {
+                    return Err(ConfigError::SecretFileUnfit {
+                        section,
+                        key,
+                        path,
+                        problem,
                     })
                 }
             },
@@ -143,8 +151,67 @@ fn secret_from_text(text: &str) -> Option<Secret> {
 /// Reads and trims a secret file; the problem in words when it cannot be
 /// used. For re-reading a rotated secret.
 pub(crate) fn read_secret_file(path: &Path) -> Result<Secret, String> {
-    let text = fs::read_to_string(path).map_err(|e| e.to_string())?;
+    let text = read_secret_text(path).map_err(|e| match e {
+        SecretFileError::Io(e) => e.to_string(),
+        SecretFileError::Unfit(problem) => problem,
+    })?;
     secret_from_text(&text).ok_or_else(|| "the file is empty".to_owned())
+}
+
+/// The most a secret file may hold: passwords and API tokens are tens of
+/// bytes; a larger file is the wrong file.
+pub(crate) const MAX_SECRET_FILE_BYTES: u64 = 64 * 1024;
+
+/// Why a secret file could not be read.
+enum SecretFileError {
+    Io(io::Error),
+    /// It could be read, but is not a secret file: the problem and the fix.
+    Unfit(String),
+}
+
+/// The text of a secret file: a regular file (a symlink to one, as
+/// Kubernetes Secret volumes have, is followed), at most
+/// [`MAX_SECRET_FILE_BYTES`]. It is opened without blocking and checked on
+/// the open file, so a FIFO cannot hang the proxy, `/dev/zero` is not read
+/// until memory runs out, and a file swapped in between cannot slip past.
+fn read_secret_text(path: &Path) -> Result<String, SecretFileError> {
+    use std::io::Read as _;
+    let mut options = fs::OpenOptions::new();
+    options.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        options.custom_flags(libc::O_NONBLOCK);
+    }
+    let file = options.open(path).map_err(SecretFileError::Io)?;
+    let meta = file.metadata().map_err(SecretFileError::Io)?;
+    if !meta.is_file() {
+        let kind = if meta.is_dir() {
+            "a directory"
+        } else {
+            "not a regular file (a FIFO, socket or device)"
+        };
+        return Err(SecretFileError::Unfit(format!(
+            "is {kind}; point the key at a regular file holding the secret (or a symlink to one)"
+        )));
+    }
+    let too_large = || {
+        SecretFileError::Unfit(format!(
+            "is larger than {MAX_SECRET_FILE_BYTES} bytes, more than any password or token; \
+             point the key at the file that holds only the secret"
+        ))
+    };
+    if meta.len() > MAX_SECRET_FILE_BYTES {
+        return Err(too_large());
+    }
+    let mut text = String::new();
+    file.take(MAX_SECRET_FILE_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(SecretFileError::Io)?;
+    if text.len() as u64 > MAX_SECRET_FILE_BYTES {
+        return Err(too_large());
+    }
+    Ok(text)
 }
 
 /// A warning if a secret file can be read by its group or by others.

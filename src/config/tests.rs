@@ -397,3 +397,63 @@ fn overrides_win_and_replace_the_secret_source() {
     assert_eq!(c.credentials.username(), "bob");
     assert_eq!(c.crumb.mode, CrumbMode::Never);
 }
+
+/// A secret file must be a regular file (or a symlink to one) of at most
+/// 64 KiB: a FIFO would hang the proxy, `/dev/zero` would be read until
+/// memory runs out, a large file is the wrong file. Each is refused at
+/// once, naming the key and the fix.
+#[cfg(unix)]
+#[test]
+fn secret_files_must_be_small_regular_files() {
+    let dir = Dir::new("secret-kinds");
+    let fifo = dir.0.join("fifo");
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .expect("mkfifo (coreutils) runs");
+    assert!(made.success());
+    fs::write(dir.0.join("big"), vec![b'x'; 5 * 1024 * 1024]).unwrap();
+    fs::create_dir(dir.0.join("adir")).unwrap();
+    std::os::unix::fs::symlink(dir.0.join("pw"), dir.0.join("link")).unwrap();
+    let path = dir.0.clone();
+    // On a thread, so that a hang fails the test instead of stalling it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let dir = Dir(path);
+        let results: Vec<(String, Result<(), String>)> =
+            ["fifo", "/dev/zero", "big", "adir", "link"]
+                .iter()
+                .map(|file| {
+                    let result = load(&dir, &format!("password_file = \"{file}\""))
+                        .map(|_| ())
+                        .map_err(|e| e.to_string());
+                    ((*file).to_owned(), result)
+                })
+                .collect();
+        std::mem::forget(dir);
+        tx.send(results).unwrap();
+    });
+    let results = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("every secret file was judged without hanging");
+    for (file, result) in results {
+        match file.as_str() {
+            "link" => assert!(result.is_ok(), "{file}: {result:?}"),
+            "fifo" | "/dev/zero" => {
+                let err = result.unwrap_err();
+                assert!(
+                    err.contains("credentials.password_file") && err.contains("regular file"),
+                    "{err}"
+                );
+            }
+            "adir" => assert!(result.unwrap_err().contains("a directory")),
+            _ => {
+                let err = result.unwrap_err();
+                assert!(err.contains("65536 bytes"), "{file}: {err}");
+            }
+        }
+    }
+    assert!(crate::config::read_secret_file(&dir.0.join("fifo"))
+        .unwrap_err()
+        .contains("regular file"));
+}
