@@ -491,11 +491,97 @@ impl Config {
     }
 }
 
+/// Parses the TOML text into the raw structs. Every error is one line: a
+/// type error names the full key, what it expected and what it got, and
+/// the fix (`serde_path_to_error` tracks the key); a syntax error its line.
 fn parse(text: &str, origin: &str) -> Result<RawConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
+    let fail = |message: String| ConfigError::Parse {
         path: origin.to_owned(),
-        message: e.to_string().trim_end().to_owned(),
+        message,
+    };
+    let deserializer = toml::Deserializer::parse(text).map_err(|e| fail(syntax_error(&e, text)))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner
+            .span()
+            .map(|span| format!("line {}: ", line_of(text, span.start)))
+            .unwrap_or_default();
+        fail(format!(
+            "{line}{}",
+            describe_type_error(&key, inner.message())
+        ))
     })
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()[..offset.min(text.len())]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
+/// A TOML syntax error in one line: where, and what.
+fn syntax_error(e: &toml::de::Error, text: &str) -> String {
+    let message = e.message().trim_end().replace('\n', "; ");
+    match e.span() {
+        Some(span) => format!("line {}: {message}", line_of(text, span.start)),
+        None => message,
+    }
+}
+
+/// serde's `invalid type: string "x", expected usize` as
+/// `` `limits.max_connections`: expected a whole number, got the string "x";
+/// write …``.
+fn describe_type_error(key: &str, message: &str) -> String {
+    let found_expected = message
+        .strip_prefix("invalid type: ")
+        .or_else(|| message.strip_prefix("invalid value: "))
+        .and_then(|rest| rest.rsplit_once(", expected "));
+    let Some((found, expected)) = found_expected else {
+        return if key.is_empty() || key == "." {
+            message.to_owned()
+        } else {
+            format!("`{key}`: {message}")
+        };
+    };
+    let found = found.replace('`', "");
+    let (wanted, fix) = match expected {
+        "usize" | "u64" | "u32" | "u16" | "u8" => {
+            let (unit, example) = if key.ends_with("_ms") {
+                (" of milliseconds", " (5 s is `5000`)")
+            } else if key.ends_with("_secs") {
+                (" of seconds", " (5 minutes is `300`)")
+            } else if key.ends_with("_bytes") {
+                (" of bytes", " (1 MiB is `1048576`)")
+            } else {
+                ("", "")
+            };
+            (
+                format!("a whole number{unit}"),
+                format!("write the number without quotes or units{example}"),
+            )
+        }
+        "a boolean" => (
+            "true or false".to_owned(),
+            format!("write `{key} = true` or `{key} = false`, without quotes"),
+        ),
+        "a string" => (
+            "a string".to_owned(),
+            format!("put the value in double quotes, e.g. `{key} = \"…\"`"),
+        ),
+        "a sequence" => (
+            "a list".to_owned(),
+            format!("write a list in brackets, e.g. `{key} = [\"…\"]`"),
+        ),
+        other => (
+            other.to_owned(),
+            "see config/crumb-proxy.example.toml".to_owned(),
+        ),
+    };
+    format!("`{key}`: expected {wanted}, got {found}; {fix}")
 }
 
 fn resolve_relative(raw: &mut RawConfig, base_dir: &Path) {

@@ -457,3 +457,47 @@ fn secret_files_must_be_small_regular_files() {
         .unwrap_err()
         .contains("regular file"));
 }
+
+/// A value of the wrong type is one line that names the full key, what it
+/// expected, what it got and the fix.
+#[test]
+fn type_errors_name_the_full_key() {
+    let dir = Dir::new("types");
+    for (extra, needles) in [
+        (
+            "[limits]\nmax_connections = \"x\"",
+            &[
+                "`limits.max_connections`: expected a whole number, got string \"x\"",
+                "without quotes",
+            ][..],
+        ),
+        (
+            "[limits]\nidle_timeout_secs = \"5s\"",
+            &[
+                "`limits.idle_timeout_secs`: expected a whole number of seconds",
+                "300",
+            ],
+        ),
+        (
+            "[crumb]\nreplay_budget_bytes = \"64MB\"",
+            &["a whole number of bytes", "1048576"],
+        ),
+        (
+            "[listen]\nallow_remote = \"yes\"",
+            &["`listen.allow_remote`: expected true or false"],
+        ),
+        (
+            "[policy]\nallowed_origins = \"http://x\"",
+            &["`policy.allowed_origins`: expected a list"],
+        ),
+        ("[limits]\nmax_connections = -1", &["got integer -1"]),
+    ] {
+        let err = load(&dir, &format!("password_file = \"pw\"\n{extra}"))
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains('\n'), "{err:?}");
+        for needle in needles {
+            assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
+        }
+    }
+}
