@@ -474,8 +474,8 @@ impl Config {
         let limits = limits_from_raw(raw.limits)?;
         let health = health_from_raw(raw.health)?;
         let shutdown = ShutdownConfig {
-            grace: Duration::from_secs(raw.shutdown.grace_secs.unwrap_or(DEFAULT_GRACE_SECS)),
-            drain: Duration::from_secs(raw.shutdown.drain_secs.unwrap_or(DEFAULT_DRAIN_SECS)),
+            grace: secs("shutdown.grace_secs", raw.shutdown.grace_secs, DEFAULT_GRACE_SECS)?,
+            drain: secs("shutdown.drain_secs", raw.shutdown.drain_secs, DEFAULT_DRAIN_SECS)?,
         };
         Ok(Self {
             listen,
@@ -731,21 +731,66 @@ fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
             raw.response_timeout_ms,
             DEFAULT_RESPONSE_TIMEOUT_MS,
         )?,
-        pool_idle_timeout: Duration::from_secs(
-            raw.pool_idle_timeout_secs.unwrap_or(DEFAULT_POOL_IDLE_SECS),
+        pool_idle_timeout: secs(
+            "upstream.pool_idle_timeout_secs",
+            raw.pool_idle_timeout_secs,
+            DEFAULT_POOL_IDLE_SECS,
+        )?,
+    })
+}
+
+/// The range of every numeric key: `(key, least, most, unit)`. The bounds
+/// keep every value within what the proxy can act on (a semaphore of
+/// connections, a deadline `now + timeout`) and within reason; README.md
+/// lists them.
+pub(crate) const RANGES: [(&str, u64, u64, &str); 12] = [
+    ("upstream.connect_timeout_ms", 1, 600_000, "milliseconds (10 minutes)"),
+    ("upstream.response_timeout_ms", 1, 86_400_000, "milliseconds (a day)"),
+    ("upstream.pool_idle_timeout_secs", 0, 86_400, "seconds (a day)"),
+    ("crumb.max_idle_secs", 1, 86_400, "seconds (a day)"),
+    ("crumb.replay_body_max_bytes", 0, 1 << 30, "bytes (1 GiB)"),
+    ("crumb.replay_budget_bytes", 0, 1 << 36, "bytes (64 GiB)"),
+    ("limits.max_header_bytes", 8192, 1 << 20, "bytes (1 MiB)"),
+    ("limits.max_connections", 1, 1_000_000, "connections"),
+    ("limits.header_read_timeout_secs", 1, 86_400, "seconds (a day)"),
+    ("limits.idle_timeout_secs", 1, 86_400, "seconds (a day)"),
+    ("shutdown.grace_secs", 0, 86_400, "seconds (a day)"),
+    ("shutdown.drain_secs", 0, 86_400, "seconds (a day)"),
+];
+
+/// `value` (or `default` when the key is not set), checked against the
+/// key's range in [`RANGES`].
+fn ranged<T>(key: &'static str, value: Option<T>, default: T) -> Result<T, ConfigError>
+where
+    T: Copy + TryInto<u64> + fmt::Display,
+{
+    let value = value.unwrap_or(default);
+    let (_, least, most, unit) = RANGES
+        .iter()
+        .find(|(k, ..)| *k == key)
+        .copied()
+        .unwrap_or((key, 0, u64::MAX, ""));
+    if value
+        .try_into()
+        .is_ok_and(|v: u64| (least..=most).contains(&v))
+    {
+        return Ok(value);
+    }
+    Err(ConfigError::Invalid {
+        key,
+        value: value.to_string(),
+        problem: format!(
+            "must be between {least} and {most} {unit}; the default is {default}"
         ),
     })
 }
 
 fn millis(key: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
-    match value.unwrap_or(default) {
-        0 => Err(ConfigError::Invalid {
-            key,
-            value: "0".into(),
-            problem: format!("must be at least 1 (milliseconds); the default is {default}"),
-        }),
-        ms => Ok(Duration::from_millis(ms)),
-    }
+    ranged(key, value, default).map(Duration::from_millis)
+}
+
+fn secs(key: &'static str, value: Option<u64>, default: u64) -> Result<Duration, ConfigError> {
+    ranged(key, value, default).map(Duration::from_secs)
 }
 
 fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
@@ -761,23 +806,21 @@ fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
             })
         }
     };
-    let max_idle_secs = raw.max_idle_secs.unwrap_or(DEFAULT_CRUMB_MAX_IDLE_SECS);
-    if max_idle_secs == 0 {
-        return Err(ConfigError::Invalid {
-            key: "crumb.max_idle_secs",
-            value: "0".into(),
-            problem: format!(
-                "must be at least 1; keep it below Jenkins' session timeout (30 minutes by \
-                 default); the default is {DEFAULT_CRUMB_MAX_IDLE_SECS}"
-            ),
-        });
-    }
-    let replay_body_max_bytes = raw
-        .replay_body_max_bytes
-        .unwrap_or(DEFAULT_REPLAY_BODY_MAX_BYTES);
-    let replay_budget_bytes = raw
-        .replay_budget_bytes
-        .unwrap_or(DEFAULT_REPLAY_BUDGET_BYTES);
+    let max_idle = secs(
+        "crumb.max_idle_secs",
+        raw.max_idle_secs,
+        DEFAULT_CRUMB_MAX_IDLE_SECS,
+    )?;
+    let replay_body_max_bytes = ranged(
+        "crumb.replay_body_max_bytes",
+        raw.replay_body_max_bytes,
+        DEFAULT_REPLAY_BODY_MAX_BYTES,
+    )?;
+    let replay_budget_bytes = ranged(
+        "crumb.replay_budget_bytes",
+        raw.replay_budget_bytes,
+        DEFAULT_REPLAY_BUDGET_BYTES,
+    )?;
     if replay_budget_bytes < replay_body_max_bytes {
         return Err(ConfigError::Invalid {
             key: "crumb.replay_budget_bytes",
@@ -791,7 +834,7 @@ fn crumb_from_raw(raw: RawCrumb) -> Result<CrumbConfig, ConfigError> {
     }
     Ok(CrumbConfig {
         mode,
-        max_idle: Duration::from_secs(max_idle_secs),
+        max_idle,
         replay_body_max_bytes,
         replay_budget_bytes,
     })
@@ -817,34 +860,17 @@ fn health_from_raw(raw: RawHealth) -> Result<HealthConfig, ConfigError> {
 }
 
 fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
-    let max_header_bytes = raw.max_header_bytes.unwrap_or(DEFAULT_MAX_HEADER_BYTES);
-    if max_header_bytes < 8192 {
-        return Err(ConfigError::Invalid {
-            key: "limits.max_header_bytes",
-            value: max_header_bytes.to_string(),
-            problem: format!("must be at least 8192 (ordinary clients' request heads must fit); the default is {DEFAULT_MAX_HEADER_BYTES}"),
-        });
-    }
-    let max_connections = raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
-    if max_connections == 0 {
-        return Err(ConfigError::Invalid {
-            key: "limits.max_connections",
-            value: "0".into(),
-            problem: format!("must be at least 1; the default is {DEFAULT_MAX_CONNECTIONS}"),
-        });
-    }
-    let secs = |key: &'static str, value: Option<u64>, default: u64| match value.unwrap_or(default)
-    {
-        0 => Err(ConfigError::Invalid {
-            key,
-            value: "0".into(),
-            problem: format!("must be at least 1 (seconds); the default is {default}"),
-        }),
-        n => Ok(Duration::from_secs(n)),
-    };
     Ok(LimitsConfig {
-        max_header_bytes,
-        max_connections,
+        max_header_bytes: ranged(
+            "limits.max_header_bytes",
+            raw.max_header_bytes,
+            DEFAULT_MAX_HEADER_BYTES,
+        )?,
+        max_connections: ranged(
+            "limits.max_connections",
+            raw.max_connections,
+            DEFAULT_MAX_CONNECTIONS,
+        )?,
         header_read_timeout: secs(
             "limits.header_read_timeout_secs",
             raw.header_read_timeout_secs,

@@ -128,7 +128,7 @@ fn errors_name_key_and_fix() {
         (
             "[crumb]\nmax_idle_secs = 0",
             "password_file = \"pw\"",
-            &["crumb.max_idle_secs", "at least 1"],
+            &["crumb.max_idle_secs", "between 1 and 86400"],
         ),
         (
             "[listen]\nadress = \"x\"",
@@ -499,5 +499,45 @@ fn type_errors_name_the_full_key() {
         for needle in needles {
             assert!(err.contains(needle), "{extra:?}: {err:?} lacks {needle:?}");
         }
+    }
+}
+
+/// Every numeric key has a range, checked before anything starts: values
+/// that once crashed the proxy (a semaphore of 2^61 connections, deadlines
+/// `now + u64::MAX seconds`) are refused with the key, the range and the
+/// default.
+#[test]
+fn numbers_outside_their_range_are_refused() {
+    let dir = Dir::new("ranges");
+    for (section, key, value) in [
+        ("limits", "max_connections", "2305843009213693952"),
+        ("limits", "max_connections", "0"),
+        ("limits", "idle_timeout_secs", "9223372036854775807"),
+        ("limits", "header_read_timeout_secs", "9223372036854775807"),
+        ("limits", "max_header_bytes", "100"),
+        ("crumb", "max_idle_secs", "18446744073709551615"),
+        ("crumb", "replay_body_max_bytes", "1099511627776"),
+        ("shutdown", "drain_secs", "18446744073709551615"),
+        ("shutdown", "grace_secs", "86401"),
+    ] {
+        let err = load(&dir, &format!("password_file = \"pw\"\n[{section}]\n{key} = {value}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(&format!("`{section}.{key}` = \"{value}\": must be between")) && err.contains("the default is"),
+            "{err}"
+        );
+    }
+    // `[upstream]` is in the base config already: a whole one here.
+    let text = format!(
+        "[upstream]\nurl = \"http://127.0.0.1:8080/\"\npool_idle_timeout_secs = {}\n\
+         [credentials]\nusername = \"a\"\npassword_file = \"pw\"\n",
+        u64::MAX
+    );
+    let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
+    assert!(err.contains("upstream.pool_idle_timeout_secs"), "{err}");
+    // Every key in the table is one the config has.
+    for (key, least, most, _) in crate::config::RANGES {
+        assert!(least <= most, "{key}");
     }
 }
