@@ -474,8 +474,16 @@ impl Config {
         let limits = limits_from_raw(raw.limits)?;
         let health = health_from_raw(raw.health)?;
         let shutdown = ShutdownConfig {
-            grace: secs("shutdown.grace_secs", raw.shutdown.grace_secs, DEFAULT_GRACE_SECS)?,
-            drain: secs("shutdown.drain_secs", raw.shutdown.drain_secs, DEFAULT_DRAIN_SECS)?,
+            grace: secs(
+                "shutdown.grace_secs",
+                raw.shutdown.grace_secs,
+                DEFAULT_GRACE_SECS,
+            )?,
+            drain: secs(
+                "shutdown.drain_secs",
+                raw.shutdown.drain_secs,
+                DEFAULT_DRAIN_SECS,
+            )?,
         };
         Ok(Self {
             listen,
@@ -744,15 +752,35 @@ fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
 /// connections, a deadline `now + timeout`) and within reason; README.md
 /// lists them.
 pub(crate) const RANGES: [(&str, u64, u64, &str); 12] = [
-    ("upstream.connect_timeout_ms", 1, 600_000, "milliseconds (10 minutes)"),
-    ("upstream.response_timeout_ms", 1, 86_400_000, "milliseconds (a day)"),
-    ("upstream.pool_idle_timeout_secs", 0, 86_400, "seconds (a day)"),
+    (
+        "upstream.connect_timeout_ms",
+        1,
+        600_000,
+        "milliseconds (10 minutes)",
+    ),
+    (
+        "upstream.response_timeout_ms",
+        1,
+        86_400_000,
+        "milliseconds (a day)",
+    ),
+    (
+        "upstream.pool_idle_timeout_secs",
+        0,
+        86_400,
+        "seconds (a day)",
+    ),
     ("crumb.max_idle_secs", 1, 86_400, "seconds (a day)"),
     ("crumb.replay_body_max_bytes", 0, 1 << 30, "bytes (1 GiB)"),
     ("crumb.replay_budget_bytes", 0, 1 << 36, "bytes (64 GiB)"),
     ("limits.max_header_bytes", 8192, 1 << 20, "bytes (1 MiB)"),
     ("limits.max_connections", 1, 1_000_000, "connections"),
-    ("limits.header_read_timeout_secs", 1, 86_400, "seconds (a day)"),
+    (
+        "limits.header_read_timeout_secs",
+        1,
+        86_400,
+        "seconds (a day)",
+    ),
     ("limits.idle_timeout_secs", 1, 86_400, "seconds (a day)"),
     ("shutdown.grace_secs", 0, 86_400, "seconds (a day)"),
     ("shutdown.drain_secs", 0, 86_400, "seconds (a day)"),
@@ -765,11 +793,12 @@ where
     T: Copy + TryInto<u64> + fmt::Display,
 {
     let value = value.unwrap_or(default);
-    let (_, least, most, unit) = RANGES
-        .iter()
-        .find(|(k, ..)| *k == key)
-        .copied()
-        .unwrap_or((key, 0, u64::MAX, ""));
+    let (_, least, most, unit) =
+        RANGES
+            .iter()
+            .find(|(k, ..)| *k == key)
+            .copied()
+            .unwrap_or((key, 0, u64::MAX, ""));
     if value
         .try_into()
         .is_ok_and(|v: u64| (least..=most).contains(&v))
@@ -779,9 +808,7 @@ where
     Err(ConfigError::Invalid {
         key,
         value: value.to_string(),
-        problem: format!(
-            "must be between {least} and {most} {unit}; the default is {default}"
-        ),
+        problem: format!("must be between {least} and {most} {unit}; the default is {default}"),
     })
 }
 

@@ -487,7 +487,7 @@ mod tests {
         let on_worker = |index: usize| {
             let store = store.clone();
             std::thread::spawn(move || {
-                crate::worker::set_current(index);
+                crate::worker::set_current(index, Box::new(|_| {}));
                 store.current().0
             })
             .join()

@@ -2,7 +2,8 @@
 //!
 //! This module owns the readiness state (ready once the credentials were
 //! checked against Jenkins, not ready while Jenkins rejects them or after a
-//! shutdown signal), the Prometheus metrics, the background credential
+//! shutdown signal), liveness (lost for good once a worker task panicked),
+//! the Prometheus metrics, the background credential
 //! check, and the small HTTP server for `/livez`, `/readyz` and `/metrics`.
 //! It is never reachable on the proxied path space: a health path there
 //! would shadow a Jenkins path (anchors.md §3.2, aws-sigv4-proxy#201).
@@ -306,6 +307,10 @@ impl Drop for ConnectionGuard {
 pub(crate) struct Health {
     shutting_down: AtomicBool,
     credentials: AtomicU8,
+    /// Why the proxy is broken (a worker task panicked), once it is.
+    broken: std::sync::OnceLock<String>,
+    /// Wakes the server when `broken` is set.
+    broke: tokio::sync::Notify,
     pub(crate) metrics: Arc<Metrics>,
 }
 
@@ -314,6 +319,8 @@ impl Health {
         Self {
             shutting_down: AtomicBool::new(false),
             credentials: AtomicU8::new(CredentialState::Unknown as u8),
+            broken: std::sync::OnceLock::new(),
+            broke: tokio::sync::Notify::new(),
             metrics: Arc::new(Metrics::new()),
         }
     }
@@ -337,8 +344,46 @@ impl Health {
         self.shutting_down.store(true, Ordering::Release);
     }
 
+    /// Marks the proxy broken for good: a task on a worker panicked, so
+    /// that worker's state (and whatever the panic left half done) can no
+    /// longer be trusted. Liveness and readiness fail from now on and the
+    /// server shuts down and exits non-zero, so that a supervisor restarts
+    /// it, rather than a process that answers health checks while its
+    /// connections fail. Called from the panic hook: only atomics, a
+    /// notification and a log line.
+    pub(crate) fn break_down(&self, why: String) {
+        if self.broken.set(why).is_ok() {
+            tracing::error!(
+                reason = self.broken.get().map_or("", String::as_str),
+                "the proxy is broken: no longer live or ready; shutting down to be restarted"
+            );
+            self.broke.notify_one();
+        }
+    }
+
+    /// Why the proxy is broken, if it is.
+    pub(crate) fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    /// Completes once the proxy is broken.
+    pub(crate) async fn broke(&self) {
+        if self.broken().is_none() {
+            self.broke.notified().await;
+        }
+    }
+
+    /// `Err(reason)` when not live.
+    pub(crate) fn liveness(&self) -> Result<(), &str> {
+        match self.broken() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
     /// `Err(reason)` when not ready.
-    fn readiness(&self) -> Result<(), &'static str> {
+    pub(crate) fn readiness(&self) -> Result<(), &str> {
+        self.liveness()?;
         if self.shutting_down.load(Ordering::Acquire) {
             return Err("shutting down");
         }
@@ -385,7 +430,14 @@ fn route(health: &Health, req: &Request<hyper::body::Incoming>) -> Response<Full
         return text(StatusCode::METHOD_NOT_ALLOWED, PLAIN, "GET only\n".into());
     }
     match req.uri().path() {
-        "/livez" => text(StatusCode::OK, PLAIN, "ok\n".into()),
+        "/livez" => match health.liveness() {
+            Ok(()) => text(StatusCode::OK, PLAIN, "ok\n".into()),
+            Err(why) => text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                PLAIN,
+                format!("not live: {why}\n"),
+            ),
+        },
         "/readyz" => match health.readiness() {
             Ok(()) => text(StatusCode::OK, PLAIN, "ready\n".into()),
             Err(why) => text(
@@ -464,7 +516,7 @@ mod tests {
             .map(|index| {
                 let metrics = metrics.clone();
                 std::thread::spawn(move || {
-                    crate::worker::set_current(index);
+                    crate::worker::set_current(index, Box::new(|_| {}));
                     metrics.request(&Method::GET, StatusCode::OK);
                     metrics.upstream_latency(Duration::from_millis(if index == 0 {
                         3

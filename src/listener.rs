@@ -298,7 +298,7 @@ impl IdleClock {
             Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
             Poll::Pending => self
                 .timer
-                .poll_passed(self.last + self.idle, cx)
+                .poll_passed(crate::timer::later(self.last, self.idle), cx)
                 .map(|()| Err(timed_out())),
         }
     }
@@ -311,7 +311,7 @@ impl<I> IdleTimeout<I> {
             clock: IdleClock {
                 idle,
                 last: Instant::now(),
-                timer: LazyDeadline::new(Instant::now() + idle),
+                timer: LazyDeadline::new(crate::timer::later(Instant::now(), idle)),
             },
         }
     }

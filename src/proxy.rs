@@ -225,7 +225,7 @@ impl Shared {
         let started = Instant::now();
         let resp = match lane {
             Some(lane) => {
-                let deadline = started + self.upstream.response_timeout();
+                let deadline = crate::timer::later(started, self.upstream.response_timeout());
                 lane.send_by(&self.upstream, req, deadline).await?
             }
             None => Box::pin(self.upstream.send(req)).await?,

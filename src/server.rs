@@ -82,8 +82,12 @@ impl App {
     /// refused, never cut), and requests in flight get `shutdown.drain_secs`
     /// to finish (hyper-util's graceful example; linkerd's `main.rs`).
     ///
+    /// A task that panics on a worker breaks the proxy: `/livez` and
+    /// `/readyz` answer 503 at once, the same shutdown runs (without the
+    /// grace period), and this returns an error.
+    ///
     /// # Errors
-    /// Only if the listener's own address cannot be read.
+    /// If the listener's own address cannot be read, or the proxy broke.
     pub async fn serve_with_health(
         self,
         listener: impl Into<Listener>,
@@ -111,7 +115,8 @@ impl App {
         // At most `max_connections` are served at once (mini-redis's
         // semaphore); at the cap, idle connections make room (`activity`).
         let permits = Arc::new(Semaphore::new(self.limits.max_connections));
-        let workers = Workers::start(crate::worker::count())?;
+        let health_state = self.shared.health().clone();
+        let workers = Workers::start(crate::worker::count(), &health_state)?;
         let acceptor = Acceptor {
             app: &self,
             workers: &workers,
@@ -121,9 +126,18 @@ impl App {
             permits,
             connections: Connections::new(),
         };
-        acceptor.run(shutdown).await;
+        acceptor
+            .run(async {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = health_state.broke() => {}
+                }
+            })
+            .await;
         self.shared.health().begin_shutdown();
-        if !self.shutdown.grace.is_zero() {
+        // A broken proxy takes no new connections at all.
+        let broken = health_state.broken().map(str::to_owned);
+        if !self.shutdown.grace.is_zero() && broken.is_none() {
             tracing::info!(
                 grace_secs = self.shutdown.grace.as_secs(),
                 "shutdown requested: not ready, still accepting new connections"
@@ -144,7 +158,12 @@ impl App {
             ),
         }
         workers.stop().await;
-        Ok(())
+        match broken {
+            None => Ok(()),
+            Some(why) => Err(io::Error::other(format!(
+                "{why}; exiting so that a supervisor restarts the proxy"
+            ))),
+        }
     }
 }
 
@@ -512,7 +531,8 @@ struct Workers {
 }
 
 impl Workers {
-    fn start(count: usize) -> io::Result<Self> {
+    /// `count` workers; a panic on any of them breaks `health`.
+    fn start(count: usize, health: &Arc<crate::health::Health>) -> io::Result<Self> {
         let mut workers = Self {
             handles: Vec::with_capacity(count),
             stops: Vec::with_capacity(count),
@@ -524,6 +544,7 @@ impl Workers {
         let dispatch = tracing::dispatcher::get_default(Clone::clone);
         for index in 0..count {
             let dispatch = dispatch.clone();
+            let health = Arc::downgrade(health);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -535,7 +556,14 @@ impl Workers {
                     .name(format!("crumb-proxy-worker-{index}"))
                     .spawn(move || {
                         let _logging = tracing::dispatcher::set_default(&dispatch);
-                        crate::worker::set_current(index);
+                        crate::worker::set_current(
+                            index,
+                            Box::new(move |why| {
+                                if let Some(health) = health.upgrade() {
+                                    health.break_down(why);
+                                }
+                            }),
+                        );
                         runtime.block_on(async {
                             let _ = stopped.await;
                         });
@@ -619,8 +647,36 @@ mod tests {
 
     use tokio::sync::watch;
 
-    use super::{Interrupt, Stop};
+    use super::{Interrupt, Stop, Workers};
     use crate::activity::Connections;
+    use crate::health::{CredentialState, Health};
+
+    /// A task that panics on a worker takes liveness and readiness with
+    /// it (and wakes the server, which then shuts down and exits
+    /// non-zero); the other workers' tasks are untouched.
+    #[tokio::test]
+    async fn a_panicking_worker_task_breaks_the_proxy() {
+        let health = Arc::new(Health::new());
+        health.set_credentials(CredentialState::Accepted);
+        let workers = Workers::start(2, &health).unwrap();
+        let (done, fine) = tokio::sync::oneshot::channel();
+        workers.spawn(async move {
+            let _ = done.send(());
+        });
+        fine.await.unwrap();
+        assert!(health.liveness().is_ok() && health.readiness().is_ok());
+        workers.spawn(async { panic!("a bug") });
+        tokio::time::timeout(std::time::Duration::from_secs(10), health.broke())
+            .await
+            .unwrap();
+        let why = health.liveness().unwrap_err().to_owned();
+        assert!(
+            why.starts_with("a worker task panicked at src/server.rs:") && why.ends_with(": a bug"),
+            "{why}"
+        );
+        assert_eq!(health.readiness(), Err(why.as_str()));
+        workers.stop().await;
+    }
 
     /// Counts its wake-ups.
     #[derive(Default)]

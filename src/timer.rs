@@ -13,6 +13,19 @@ use std::task::{Context, Poll};
 
 use tokio::time::{Instant, Sleep};
 
+/// `at + by`, saturating about thirty years out (as tokio's own
+/// `timeout` does) rather than panicking on an overflowing `Instant`.
+/// Every deadline the proxy computes from a configured duration goes
+/// through here.
+pub(crate) fn later(at: Instant, by: std::time::Duration) -> Instant {
+    at.checked_add(by)
+        .or_else(|| at.checked_add(FAR_FUTURE))
+        .unwrap_or(at)
+}
+
+/// Thirty years: a deadline this far out never passes in practice.
+const FAR_FUTURE: std::time::Duration = std::time::Duration::from_secs(30 * 365 * 86_400);
+
 /// One timer for a deadline that only moves later.
 #[derive(Debug)]
 pub(crate) struct LazyDeadline {
@@ -70,7 +83,7 @@ impl HeadTimer {
 #[allow(clippy::disallowed_types)]
 impl hyper::rt::Timer for HeadTimer {
     fn sleep(&self, duration: std::time::Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until((Instant::now() + duration).into_std())
+        self.sleep_until(later(Instant::now(), duration).into_std())
     }
 
     fn sleep_until(&self, deadline: std::time::Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
@@ -107,3 +120,24 @@ impl std::future::Future for HeadSleep {
 }
 
 impl hyper::rt::Sleep for HeadSleep {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A duration no `Instant` can add (u64::MAX seconds) gives a deadline
+    /// far in the future, not a panic.
+    #[test]
+    fn deadlines_saturate() {
+        let now = Instant::now();
+        let huge = std::time::Duration::from_secs(u64::MAX);
+        let at = later(now, huge);
+        assert!(at >= now + FAR_FUTURE);
+        assert_eq!(
+            later(now, std::time::Duration::from_secs(5)),
+            now + std::time::Duration::from_secs(5)
+        );
+        // hyper's path: a sleep of u64::MAX seconds.
+        let _sleep = hyper::rt::Timer::sleep(&HeadTimer::new(), huge);
+    }
+}

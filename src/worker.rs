@@ -9,7 +9,8 @@
 //! [`PerWorker`], a value kept once per worker on cache lines of its own, so
 //! that a request writes only to memory its own core owns. Threads that are
 //! not workers (the main runtime with the health listener, tests) share one
-//! extra slot.
+//! extra slot. It also owns what a worker does when one of its tasks panics
+//! ([`set_current`]'s `on_panic`).
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,11 +18,56 @@ use std::sync::atomic::{AtomicU64, Ordering};
 thread_local! {
     /// 0 on threads that are not workers; worker `i` is `i + 1`.
     static SLOT: Cell<usize> = const { Cell::new(0) };
+    /// What a panic on this (worker) thread reports to.
+    static ON_PANIC: std::cell::RefCell<Option<OnPanic>> = const { std::cell::RefCell::new(None) };
 }
 
-/// Marks the current thread as server worker `index` (counted from 0).
-pub(crate) fn set_current(index: usize) {
+/// Told, on the panicking thread, what panicked where.
+pub(crate) type OnPanic = Box<dyn Fn(String)>;
+
+/// Marks the current thread as server worker `index` (counted from 0);
+/// a panic in any task it runs is reported to `on_panic`.
+///
+/// tokio catches a task's panic and drops the task: the worker goes on,
+/// and a bug that panics on every connection would leave a process that
+/// resets each of them while its health checks pass. The process-wide
+/// panic hook (installed once, after the default one, which still prints
+/// the message) hands every panic on a worker thread to its `on_panic`.
+pub(crate) fn set_current(index: usize, on_panic: OnPanic) {
     SLOT.with(|slot| slot.set(index + 1));
+    ON_PANIC.with(|cell| *cell.borrow_mut() = Some(on_panic));
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            previous(info);
+            let _ = ON_PANIC.try_with(|cell| {
+                if let Ok(cell) = cell.try_borrow() {
+                    if let Some(report) = cell.as_ref() {
+                        report(describe(info));
+                    }
+                }
+            });
+        }));
+    });
+}
+
+/// "a worker task panicked at FILE:LINE: MESSAGE".
+fn describe(info: &std::panic::PanicHookInfo<'_>) -> String {
+    let payload = info.payload();
+    let message = payload
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("(no message)");
+    match info.location() {
+        Some(at) => format!(
+            "a worker task panicked at {}:{}: {message}",
+            at.file(),
+            at.line()
+        ),
+        None => format!("a worker task panicked: {message}"),
+    }
 }
 
 /// How many workers serve connections: one per core this process may use
@@ -93,6 +139,34 @@ mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
 
+    /// A panic on a worker thread (in a task tokio would catch) reaches
+    /// that worker's `on_panic` with its message and place; one on another
+    /// thread does not.
+    #[test]
+    fn a_worker_panic_is_reported() {
+        let (tx, rx) = std::sync::mpsc::channel::<String>();
+        let worker = std::thread::spawn(move || {
+            set_current(0, Box::new(move |why| tx.send(why).unwrap()));
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap();
+            let task = runtime.spawn(async { panic!("boom {}", 42) });
+            assert!(runtime.block_on(task).unwrap_err().is_panic());
+            // The worker goes on: only its `on_panic` knows.
+            runtime.block_on(async { 1 + 1 })
+        });
+        assert_eq!(worker.join().unwrap(), 2);
+        let why = rx.recv().unwrap();
+        assert!(
+            why.starts_with("a worker task panicked at src/worker.rs:"),
+            "{why}"
+        );
+        assert!(why.ends_with(": boom 42"), "{why}");
+        assert!(rx.try_recv().is_err());
+        // Not a worker: nothing reported (and nothing to report to).
+        assert!(std::thread::spawn(|| panic!("elsewhere")).join().is_err());
+    }
+
     #[test]
     fn each_worker_thread_has_its_own_value() {
         let counts = std::sync::Arc::new(PerWorker::with_workers(2, || AtomicUsize::new(0)));
@@ -100,7 +174,7 @@ mod tests {
             .map(|index| {
                 let counts = counts.clone();
                 std::thread::spawn(move || {
-                    set_current(index);
+                    set_current(index, Box::new(|_| {}));
                     for _ in 0..=index {
                         counts.local().fetch_add(1, Ordering::Relaxed);
                     }

@@ -520,11 +520,15 @@ fn numbers_outside_their_range_are_refused() {
         ("shutdown", "drain_secs", "18446744073709551615"),
         ("shutdown", "grace_secs", "86401"),
     ] {
-        let err = load(&dir, &format!("password_file = \"pw\"\n[{section}]\n{key} = {value}"))
-            .unwrap_err()
-            .to_string();
+        let err = load(
+            &dir,
+            &format!("password_file = \"pw\"\n[{section}]\n{key} = {value}"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(
-            err.contains(&format!("`{section}.{key}` = \"{value}\": must be between")) && err.contains("the default is"),
+            err.contains(&format!("`{section}.{key}` = \"{value}\": must be between"))
+                && err.contains("the default is"),
             "{err}"
         );
     }
@@ -534,10 +538,18 @@ fn numbers_outside_their_range_are_refused() {
          [credentials]\nusername = \"a\"\npassword_file = \"pw\"\n",
         u64::MAX
     );
-    let err = Config::from_toml_str(&text, &dir.0).unwrap_err().to_string();
+    let err = Config::from_toml_str(&text, &dir.0)
+        .unwrap_err()
+        .to_string();
     assert!(err.contains("upstream.pool_idle_timeout_secs"), "{err}");
-    // Every key in the table is one the config has.
+    // README.md documents every range as it is.
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     for (key, least, most, _) in crate::config::RANGES {
         assert!(least <= most, "{key}");
+        assert!(
+            readme.contains(&format!("| `{key}` | {least} | {most}")),
+            "README.md's range table lacks `{key}` {least}..={most}"
+        );
     }
 }
