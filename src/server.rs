@@ -609,31 +609,103 @@ async fn handle_accept_error(e: io::Error) {
     tokio::time::sleep(Duration::from_secs(1)).await;
 }
 
-/// Completes on the first SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for SIGINT");
+/// The binary's signal handling, set up at once (so that no signal that
+/// arrives before serving starts has its default effect):
+///
+/// - the returned future completes on the first SIGTERM or SIGINT, which
+///   begins the graceful shutdown;
+/// - a second SIGTERM or SIGINT, during the grace period or the drain,
+///   exits at once with status 128 + the signal's number, as if the signal
+///   had killed the process (connections still open are cut; a Unix socket
+///   file left behind is replaced at the next start);
+/// - SIGHUP is logged and ignored. The configuration is read once, at
+///   start: a reload that half applies (new policy, old listener) is worse
+///   than a restart, which the graceful shutdown makes cheap, and secret
+///   files, the one thing that changes under a running proxy, are re-read
+///   by themselves when they change.
+///
+/// Must be called within a tokio runtime.
+#[cfg(unix)]
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let listen = |kind: SignalKind, name: &'static str| match signal(kind) {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::error!(error = %e, signal = name, "cannot listen for the signal");
+            None
+        }
+    };
+    let mut stops = [
+        (
+            listen(SignalKind::terminate(), "SIGTERM"),
+            "SIGTERM",
+            libc::SIGTERM,
+        ),
+        (
+            listen(SignalKind::interrupt(), "SIGINT"),
+            "SIGINT",
+            libc::SIGINT,
+        ),
+    ];
+    if let Some(mut hangup) = listen(SignalKind::hangup(), "SIGHUP") {
+        tokio::spawn(async move {
+            while hangup.recv().await.is_some() {
+                tracing::warn!(
+                    signal = "SIGHUP",
+                    "ignored: the configuration is read only at start, so restart the proxy to \
+                     change it; secret files are re-read by themselves when they change"
+                );
+            }
+        });
+    }
+    async move {
+        let (name, _) = next_stop(&mut stops).await;
+        tracing::info!(
+            signal = name,
+            "shutdown requested; the same signal again exits at once"
+        );
+        tokio::spawn(async move {
+            let (name, number) = next_stop(&mut stops).await;
+            tracing::warn!(
+                signal = name,
+                "second stop signal: exiting at once, cutting the connections still open"
+            );
+            std::process::exit(128 + number);
+        });
+    }
+}
+
+/// The next SIGTERM or SIGINT: its name and number.
+#[cfg(unix)]
+async fn next_stop(
+    stops: &mut [(Option<tokio::signal::unix::Signal>, &'static str, i32); 2],
+) -> (&'static str, i32) {
+    async fn recv(stream: &mut Option<tokio::signal::unix::Signal>) {
+        // `None` only if the runtime is going away.
+        let got = match stream {
+            Some(stream) => stream.recv().await,
+            None => None,
+        };
+        if got.is_none() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
+    }
+    let [(term, term_name, term_number), (int, int_name, int_number)] = stops;
     tokio::select! {
-        () = ctrl_c => tracing::info!(signal = "SIGINT", "shutdown requested"),
-        () = term => tracing::info!(signal = "SIGTERM", "shutdown requested"),
+        () = recv(term) => (*term_name, *term_number),
+        () = recv(int) => (*int_name, *int_number),
+    }
+}
+
+/// Completes on the first Ctrl-C.
+#[cfg(not(unix))]
+pub fn shutdown_signal() -> impl Future<Output = ()> {
+    async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+        tracing::info!(signal = "SIGINT", "shutdown requested");
     }
 }
 

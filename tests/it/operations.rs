@@ -655,3 +655,64 @@ async fn sigterm_grace_then_drain() {
     assert_eq!(status.code(), Some(0));
     jenkins.finish().await;
 }
+
+/// SIGHUP is logged and ignored (the proxy goes on serving); after a
+/// SIGTERM, with a long grace period ahead, a second stop signal exits at
+/// once with 128 + its number, as a killed process would.
+#[tokio::test]
+async fn sighup_is_ignored_and_a_second_stop_signal_exits_at_once() {
+    let jenkins = MockJenkins::builder().user(USER, PASSWORD).start().await;
+    let extra = Extra {
+        tail: "[shutdown]\ngrace_secs = 600\ndrain_secs = 600".into(),
+        ..Extra::default()
+    };
+    let (mut proxy, _dir, _) = Binary::start_for(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+        &[],
+    );
+    let pid = proxy.child.id().to_string();
+    let kill = |signal: &str| {
+        let status = std::process::Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    kill("-HUP");
+    proxy.wait_for_log(|l| l.contains("SIGHUP") && l.contains("ignored"));
+    let http = Http::new();
+    assert_eq!(
+        http.get(&proxy.url("/api/json")).await.status,
+        StatusCode::OK
+    );
+    assert!(
+        proxy.child.try_wait().unwrap().is_none(),
+        "alive after SIGHUP"
+    );
+
+    kill("-TERM");
+    proxy.wait_for_log(|l| l.contains("shutdown requested"));
+    // Ten minutes of grace ahead: still serving.
+    assert_eq!(
+        http.get(&proxy.url("/api/json")).await.status,
+        StatusCode::OK
+    );
+    assert!(proxy.child.try_wait().unwrap().is_none());
+    kill("-INT");
+    let mut exited = None;
+    for _ in 0..500 {
+        exited = proxy.child.try_wait().unwrap();
+        if exited.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = exited.expect("exited within 10 s of the second signal");
+    assert_eq!(status.code(), Some(128 + 2), "{status}");
+    proxy.wait_for_log(|l| l.contains("second stop signal"));
+    logs::assert_clean("the binary's log", &proxy.log_lines().join("\n"));
+    jenkins.finish().await;
+}
