@@ -17,13 +17,18 @@
 //! client, so clients that connect once per request (a `curl` each) still
 //! reuse kept-alive connections and TLS sessions.
 //!
-//! This module owns that life cycle, the idle timeout of parked
-//! connections, and the one case in which a request is sent again: a reused
-//! connection that turned out to be closed before any byte of the request
-//! was written (hyper hands such a request back untouched). A request that
-//! was written is never re-sent here, so a POST cannot arrive twice.
-//! Opening connections is `upstream`'s job; crumb fetches, checks and
-//! upgrade tunnels use `upstream`'s pooled client instead.
+//! This module owns that life cycle, the idle timeout of Jenkins
+//! connections (a lane's own and parked ones, each closed on a timer), and
+//! the two cases in which a request is sent again, once, on a fresh
+//! connection, after a reused one failed: any request when the connection
+//! turned out to be closed before a byte of it was written (hyper hands
+//! such a request back untouched), and a GET or HEAD without a body even
+//! after it was written ([`resendable`]), since Jenkins may close a
+//! kept-alive connection just as a request arrives (its idle timeout, a
+//! restart). Any other request that was written is never re-sent, so a POST
+//! cannot arrive twice. Opening connections is `upstream`'s job; crumb
+//! fetches, checks and upgrade tunnels use `upstream`'s pooled client
+//! instead.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -32,7 +37,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use tokio::time::Instant;
@@ -55,9 +60,10 @@ pub(crate) struct Conn {
 
 /// Idle Jenkins connections left by client connections that ended, newest
 /// last, one list per server worker: a connection's socket is registered
-/// with the reactor of the worker that opened it. They are not
-/// polled while parked; one that Jenkins closed meanwhile is noticed (and
-/// dropped) when it is taken.
+/// with the reactor of the worker that opened it. They are not polled while
+/// parked; one that Jenkins closed meanwhile is noticed (and dropped) when
+/// it is taken, or by [`IdlePool::sweep`], which also closes those parked
+/// longer than the timeout.
 pub(crate) struct IdlePool {
     shards: PerWorker<Mutex<Parked>>,
     timeout: Duration,
@@ -75,6 +81,11 @@ impl IdlePool {
             shards: PerWorker::new(Mutex::default),
             timeout,
         }
+    }
+
+    /// How long a Jenkins connection may stay idle.
+    pub(crate) fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     fn shard(&self) -> std::sync::MutexGuard<'_, Parked> {
@@ -105,6 +116,41 @@ impl IdlePool {
     fn evict(&self, idle: &mut Parked) {
         let now = Instant::now();
         idle.retain(|(since, _)| now.duration_since(*since) < self.timeout);
+    }
+
+    /// Closes every parked connection older than the timeout, and those
+    /// Jenkins has closed (each is polled once, with no one to wake: they
+    /// are polled for real when taken). Without this, connections parked
+    /// on a worker that no request reaches again would stay open for good.
+    pub(crate) fn sweep(&self) {
+        let mut cx = Context::from_waker(Waker::noop());
+        for shard in self.shards.iter() {
+            let mut idle = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            let now = Instant::now();
+            let mut gone: Parked = Vec::new();
+            let mut i = 0;
+            while i < idle.len() {
+                let (since, conn) = &mut idle[i];
+                if now.duration_since(*since) >= self.timeout
+                    || conn.driver.as_mut().poll(&mut cx).is_ready()
+                    || !conn.sender.is_ready()
+                {
+                    gone.push(idle.remove(i));
+                } else {
+                    i += 1;
+                }
+            }
+            drop(idle);
+            // Closed outside the lock.
+            drop(gone);
+        }
+    }
+
+    /// How often [`IdlePool::sweep`] should run: half the timeout, at
+    /// least a second, so that a connection is closed at most one and a
+    /// half timeouts after it was parked.
+    pub(crate) fn sweep_every(&self) -> Duration {
+        (self.timeout / 2).max(Duration::from_secs(1))
     }
 
     #[cfg(test)]
@@ -162,11 +208,51 @@ struct Inner {
     waker: Option<Waker>,
     /// Bounds the wait for a response head (see [`Lane::send_by`]).
     timer: Option<LazyDeadline>,
+    /// How long `current` may stay idle (`upstream.pool_idle_timeout_secs`).
+    idle: Duration,
+    /// When the last request was sent (or `current` was last seen busy).
+    used: Option<Instant>,
+    /// Closes `current` once it has been idle for `idle`.
+    idle_timer: Option<LazyDeadline>,
 }
 
 impl Inner {
+    /// Closes `current` once no request has used it for `idle`. The timer
+    /// is set from the last response head; when it fires on a connection
+    /// still busy (a long download), the connection counts as used then,
+    /// so it is never cut mid-response and is closed within `idle` after
+    /// the response ends.
+    fn close_if_idle(&mut self, cx: &mut Context<'_>) {
+        let Some(used) = self.used.filter(|_| self.current.is_some()) else {
+            return;
+        };
+        let deadline = crate::timer::later(used, self.idle);
+        let timer = self
+            .idle_timer
+            .get_or_insert_with(|| LazyDeadline::new(deadline));
+        if timer.poll_passed(deadline, cx).is_pending() {
+            return;
+        }
+        if self.sender.as_ref().is_some_and(SendRequest::is_ready) {
+            tracing::debug!(
+                idle_secs = self.idle.as_secs(),
+                "closing a connection to jenkins idle for upstream.pool_idle_timeout_secs"
+            );
+            self.current = None;
+            self.sender = None;
+            self.used = None;
+        } else {
+            let now = Instant::now();
+            self.used = Some(now);
+            let _ = timer.poll_passed(crate::timer::later(now, self.idle), cx);
+        }
+    }
+
     fn install(&mut self, driver: Driver) {
         self.sender = None;
+        // Counted as used from now, so that the idle timer is set when the
+        // drive task is woken below.
+        self.used = Some(Instant::now());
         if let Some(old) = self.current.replace(driver) {
             self.retired.push(old);
         }
@@ -193,8 +279,10 @@ impl Lane {
 
     /// Starts driving this lane's connections in a task of its own on the
     /// current runtime (the client connection's worker), until
-    /// [`Driving::park`] or drop.
-    pub(crate) fn start(self: &Arc<Self>) -> Driving {
+    /// [`Driving::park`] or drop. A connection left idle for `idle` is
+    /// closed.
+    pub(crate) fn start(self: &Arc<Self>, idle: Duration) -> Driving {
+        self.lock().idle = idle;
         let lane = self.clone();
         let task = tokio::spawn(async move { match lane.drive().await {} });
         Driving {
@@ -220,6 +308,7 @@ impl Lane {
                     inner.sender = None;
                 }
             }
+            inner.close_if_idle(cx);
             inner
                 .retired
                 .retain_mut(|driver| driver.as_mut().poll(cx).is_pending());
@@ -294,17 +383,33 @@ impl Lane {
                     (conn.sender, false)
                 }
             };
+            // What to send again if Jenkins closes a reused connection even
+            // after the request was written.
+            let spare = if was_reused && resendable(&req) {
+                Some(copy(&req))
+            } else {
+                None
+            };
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    self.lock().sender = Some(sender);
+                    let mut inner = self.lock();
+                    inner.sender = Some(sender);
+                    inner.used = Some(Instant::now());
                     return Ok(resp);
                 }
-                Err(mut e) => match e.take_message() {
+                Err(mut e) => match (e.take_message(), spare) {
                     // Closed before a byte was written: nothing reached
                     // Jenkins, so sending it on a new connection is safe.
-                    Some(back) if was_reused => {
+                    (Some(back), _) if was_reused => {
                         tracing::debug!(error = %e.error(), "kept-alive connection to jenkins was closed; sending on a new one");
                         req = back;
+                        may_reuse = false;
+                    }
+                    // Written, then the connection failed: a GET or HEAD
+                    // may be sent again (RFC 9110 §9.2.2).
+                    (None, Some(spare)) => {
+                        tracing::debug!(error = %e.error(), method = %spare.method(), "kept-alive connection to jenkins failed after the request was written; sending it again on a new one");
+                        req = spare;
                         may_reuse = false;
                     }
                     _ => return Err(UpstreamError::from_send(&e.into_error())),
@@ -342,6 +447,40 @@ impl Lane {
     }
 }
 
+/// Whether `req` may be sent again after it was written to a connection
+/// that then failed without an answer: a GET or HEAD (safe methods, RFC
+/// 9110 §9.2.1, so idempotent), without a body (one streamed from the
+/// client cannot be read twice), and without a `token` query parameter.
+/// Jenkins acts on some GETs that carry one: a job's remote trigger
+/// (`/job/NAME/build?token=…`, `buildWithParameters`), the Build Token Root
+/// plugin's `/buildByToken/…` and the Generic Webhook Trigger's `invoke`
+/// each start a build on a GET, and a build must never be started twice.
+/// The name is compared as Jetty would read it (percent-decoded) and
+/// without regard to case, erring towards not sending again.
+pub(crate) fn resendable<B: http_body::Body>(req: &Request<B>) -> bool {
+    (req.method() == Method::GET || req.method() == Method::HEAD)
+        && req.body().is_end_stream()
+        && !req.uri().query().is_some_and(|query| {
+            query.split('&').any(|pair| {
+                let name = pair.split('=').next().unwrap_or_default();
+                percent_encoding::percent_decode_str(name)
+                    .decode_utf8_lossy()
+                    .trim()
+                    .eq_ignore_ascii_case("token")
+            })
+        })
+}
+
+/// A copy of a request without a body, to send again.
+fn copy(req: &Request<ProxyBody>) -> Request<ProxyBody> {
+    let mut copy = Request::new(crate::body::empty());
+    *copy.method_mut() = req.method().clone();
+    *copy.uri_mut() = req.uri().clone();
+    *copy.version_mut() = req.version();
+    *copy.headers_mut() = req.headers().clone();
+    copy
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,7 +490,7 @@ mod tests {
     #[tokio::test]
     async fn driving_stops_when_dropped() {
         let lane = Arc::new(Lane::default());
-        let driving = lane.start();
+        let driving = lane.start(Duration::from_secs(60));
         tokio::task::yield_now().await;
         assert_eq!(
             Arc::strong_count(&lane),
@@ -364,6 +503,60 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(Arc::strong_count(&lane), 1, "the task is gone");
+    }
+
+    /// Only bodiless GETs and HEADs without a `token` parameter, however
+    /// spelled, are sent again.
+    #[test]
+    fn what_may_be_sent_again() {
+        let req = |method: Method, uri: &str, body: &'static str| {
+            let mut req = Request::new(crate::body::full(body));
+            *req.method_mut() = method;
+            *req.uri_mut() = uri.parse().unwrap();
+            req
+        };
+        for (method, uri, body, again) in [
+            (Method::GET, "/api/json?tree=jobs[name]", "", true),
+            (Method::HEAD, "/job/a/", "", true),
+            (Method::GET, "/job/a/api/json?depth=1&tokens=2", "", true),
+            (Method::GET, "/job/a/api/json", "x", false),
+            (Method::POST, "/job/a/build", "", false),
+            (Method::PUT, "/x", "", false),
+            (Method::DELETE, "/x", "", false),
+            (Method::GET, "/job/a/build?token=s3cret", "", false),
+            (
+                Method::GET,
+                "/job/a/buildWithParameters?x=1&Token=s",
+                "",
+                false,
+            ),
+            (
+                Method::GET,
+                "/buildByToken/build?job=a&%74oken=s",
+                "",
+                false,
+            ),
+            (
+                Method::GET,
+                "/generic-webhook-trigger/invoke?TOKEN",
+                "",
+                false,
+            ),
+        ] {
+            assert_eq!(
+                resendable(&req(method.clone(), uri, body)),
+                again,
+                "{method} {uri} {body:?}"
+            );
+        }
+        let mut original = req(Method::GET, "/api/json?x=1", "");
+        original
+            .headers_mut()
+            .insert("authorization", "Basic eA==".parse().unwrap());
+        let again = copy(&original);
+        assert_eq!(again.uri(), original.uri());
+        assert_eq!(again.headers(), original.headers());
+        assert!(http_body::Body::is_end_stream(again.body()));
     }
 
     /// A parked connection older than the idle timeout is never handed

@@ -106,6 +106,24 @@ impl App {
             }));
             tokio::spawn(crate::health::serve(health_listener, state));
         }
+        // Parked Jenkins connections are closed on a timer, not only when
+        // a request next reaches their worker.
+        let sweeper = {
+            let shared = Arc::downgrade(&self.shared);
+            let every = self.shared.upstream().idle().sweep_every();
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(every);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    ticks.tick().await;
+                    match shared.upgrade() {
+                        Some(shared) => shared.upstream().idle().sweep(),
+                        None => break,
+                    }
+                }
+            })
+            .abort_handle()
+        };
         tracing::info!(addr = %listener.local_addr()?, upstream = %self.describe(), "listening");
         // Connections watch this channel for the shutdown signal; once all
         // of them have dropped their receiver, the drain is complete. (hyper-
@@ -158,6 +176,7 @@ impl App {
             ),
         }
         workers.stop().await;
+        sweeper.abort();
         match broken {
             None => Ok(()),
             Some(why) => Err(io::Error::other(format!(
@@ -339,7 +358,7 @@ async fn serve_connection<I>(
     let counted = service.metrics().connection();
     // The client's Jenkins connection is polled by a task of its own on
     // this worker (see `lane`).
-    let driving = service.lane().start();
+    let driving = service.lane().start(service.upstream().idle().timeout());
     let proxy = service.clone();
     let conn = http1::Builder::new()
         // The header-read timeout on one timer per connection, not a new

@@ -12,6 +12,7 @@ mod clients;
 mod configs;
 mod crumbs;
 mod deploy;
+mod faults;
 mod forwarding;
 mod framing;
 mod guard;

@@ -463,6 +463,8 @@ impl Builder {
             connections: AtomicUsize::new(0),
             open: AtomicUsize::new(0),
             close_idle: watch::channel(0).0,
+            cut_reused: AtomicUsize::new(0),
+            cut_any: AtomicUsize::new(0),
             received_bytes: watch::channel(0).0,
             state: Mutex::new(State {
                 next_queue_id: 1,
@@ -579,6 +581,25 @@ impl MockJenkins {
     /// TCP connections accepted so far.
     pub fn connections(&self) -> usize {
         self.shared.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.shared.open.load(Ordering::SeqCst)
+    }
+
+    /// The next `n` requests that arrive on a kept-alive connection which already served one
+    /// are received and acted on in full (recorded, a build triggered), and then, instead of
+    /// an answer, the connection is closed: Jenkins restarting, or its idle timeout closing
+    /// the connection as a request arrives. The client cannot tell whether Jenkins acted.
+    pub fn cut_next_reused(&self, n: usize) {
+        self.shared.cut_reused.store(n, Ordering::SeqCst);
+    }
+
+    /// As [`MockJenkins::cut_next_reused`], for the next `n` requests on any connection, new
+    /// ones included.
+    pub fn cut_next(&self, n: usize) {
+        self.shared.cut_any.store(n, Ordering::SeqCst);
     }
 
     /// Closes every idle kept-alive connection the way Jetty's idle timeout does (a FIN, no
@@ -868,6 +889,11 @@ struct Shared {
     open: AtomicUsize,
     /// Bumped to make every idle connection close, as Jetty's idle timeout does.
     close_idle: watch::Sender<u64>,
+    /// How many of the next requests that arrive on a reused connection are
+    /// handled, then answered by closing the connection.
+    cut_reused: AtomicUsize,
+    /// The same for requests on any connection.
+    cut_any: AtomicUsize,
     received_bytes: watch::Sender<u64>,
     state: Mutex<State>,
     log: Arc<Mutex<LogState>>,
@@ -1110,9 +1136,31 @@ async fn serve_connection(
 ) {
     shared.open.fetch_add(1, Ordering::SeqCst);
     let mut close_idle = shared.close_idle.subscribe();
+    let cut = Arc::new(tokio::sync::Notify::new());
     let service = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| serve_request(Arc::clone(&shared), index, peer, req))
+        let cut = Arc::clone(&cut);
+        let served = Arc::new(AtomicUsize::new(0));
+        service_fn(move |req| {
+            let reused = served.fetch_add(1, Ordering::SeqCst) > 0;
+            let take = |count: &AtomicUsize| {
+                count
+                    .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                    .is_ok()
+            };
+            let cutting = (reused && take(&shared.cut_reused)) || take(&shared.cut_any);
+            let answer = serve_request(Arc::clone(&shared), index, peer, req);
+            let cut = Arc::clone(&cut);
+            async move {
+                let resp = answer.await;
+                if cutting {
+                    drop(resp);
+                    cut.notify_one();
+                    return std::future::pending().await;
+                }
+                resp
+            }
+        })
     };
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
@@ -1122,6 +1170,7 @@ async fn serve_connection(
     let mut conn = std::pin::pin!(conn);
     let result = tokio::select! {
         result = conn.as_mut() => result,
+        () = cut.notified() => Ok(()),
         _ = close_idle.changed() => {
             // Closes at once when idle, after the response otherwise.
             conn.as_mut().graceful_shutdown();
