@@ -11,7 +11,10 @@
 //! idle persistent connection at any time, and a client whose request never
 //! reached the proxy may safely send it again.
 //!
-//! `proxy` marks a connection busy when a request arrives and idle again when
+//! A connection turns busy as soon as bytes arrive on it (`listener`), as
+//! nginx stops counting a connection reusable once its first bytes are
+//! read: a client half-way through sending a request head is not idle.
+//! `proxy` marks the request's start, and the connection idle again when
 //! its response body is done ([`Tracked`]); `server` registers connections
 //! ([`Connections`]) and, at the cap, asks the one idle longest to close. It
 //! knows nothing about HTTP or Jenkins.
@@ -58,6 +61,13 @@ impl Activity {
     pub(crate) fn begin(&self, at: Instant) {
         self.state
             .store((stamp(self.epoch, at) << 1) | 1, Ordering::Release);
+    }
+
+    /// Bytes arrived: a request is on its way (cheap when already busy).
+    pub(crate) fn receiving(&self) {
+        if self.state.load(Ordering::Relaxed) & 1 == 0 {
+            self.state.fetch_or(1, Ordering::Release);
+        }
     }
 
     /// The request's response is done (or dropped).

@@ -17,6 +17,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
+use crate::rate::{Rated, RatedError};
+
 /// Any error a streamed body can yield.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -43,31 +45,44 @@ where
 }
 
 /// A client's request body failed (a malformed chunk, a connection closed
-/// mid-body) while it was being sent to Jenkins. Request bodies are wrapped
-/// with [`from_client`] so that this error can be told apart from a failure
-/// of the Jenkins connection: the first is the client's fault (400), the
-/// second Jenkins' (502).
+/// mid-body, a client below the minimum rate) while it was being sent to
+/// Jenkins. Request bodies are wrapped with [`from_client`] so that this
+/// error can be told apart from a failure of the Jenkins connection: the
+/// first is the client's fault (400, or 408 for a slow client), the second
+/// Jenkins' (502).
 #[derive(Debug, thiserror::Error)]
 #[error("the client's request body failed: {0}")]
-pub(crate) struct ClientBodyError(#[source] hyper::Error);
+pub(crate) struct ClientBodyError(#[source] pub(crate) RatedError<hyper::Error>);
+
+impl ClientBodyError {
+    /// Whether the client was merely too slow.
+    pub(crate) fn too_slow(&self) -> bool {
+        matches!(self.0, RatedError::TooSlow(_))
+    }
+}
+
+/// A client's request body, held to the minimum rate.
+pub(crate) type ClientBody = Rated<hyper::body::Incoming>;
 
 /// A client's request body, streamed to Jenkins; its errors become
 /// [`ClientBodyError`]s.
-pub(crate) fn from_client(body: hyper::body::Incoming) -> ProxyBody {
+pub(crate) fn from_client(body: ClientBody) -> ProxyBody {
     body.map_err(|e| -> BoxError { Box::new(ClientBodyError(e)) })
         .boxed_unsync()
 }
 
-/// Whether `err` (or anything in its source chain) is a [`ClientBodyError`].
-pub(crate) fn is_client_body_error(err: &(dyn std::error::Error + 'static)) -> bool {
+/// The [`ClientBodyError`] in `err`'s source chain, if any.
+pub(crate) fn client_body_error<'e>(
+    err: &'e (dyn std::error::Error + 'static),
+) -> Option<&'e ClientBodyError> {
     let mut cur = Some(err);
     while let Some(e) = cur {
-        if e.is::<ClientBodyError>() {
-            return true;
+        if let Some(found) = e.downcast_ref::<ClientBodyError>() {
+            return Some(found);
         }
         cur = e.source();
     }
-    false
+    None
 }
 
 /// The memory all bodies kept for a replay may take together
@@ -129,12 +144,12 @@ impl Drop for Reservation {
 /// size, each frame copied in and let go as it arrives: kept bodies then
 /// take their length in memory once, not the frames plus a copy of them.
 pub(crate) async fn read_declared(
-    mut body: hyper::body::Incoming,
+    mut body: ClientBody,
     len: u64,
-) -> Result<Bytes, hyper::Error> {
+) -> Result<Bytes, ClientBodyError> {
     let mut out = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
     while let Some(frame) = body.frame().await {
-        if let Ok(data) = frame?.into_data() {
+        if let Ok(data) = frame.map_err(ClientBodyError)?.into_data() {
             out.extend_from_slice(&data);
         }
     }

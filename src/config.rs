@@ -56,6 +56,12 @@ pub(crate) const DEFAULT_MAX_CONNECTIONS: usize = 512;
 pub(crate) const DEFAULT_HEADER_READ_TIMEOUT_SECS: u64 = 30;
 /// Time an idle keep-alive client connection is kept open.
 pub(crate) const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 120;
+/// The least rate at which a client must send a request body and take a
+/// response, while the proxy waits on it (`rate`): Kestrel's default is
+/// 240 bytes a second; a person on a bad mobile link manages far more.
+pub(crate) const DEFAULT_MIN_RATE_BYTES_PER_SEC: u64 = 256;
+/// How far a client may fall behind that rate before it is cut off.
+pub(crate) const DEFAULT_MIN_RATE_GRACE_SECS: u64 = 30;
 /// Where health, readiness and metrics are served.
 pub(crate) const DEFAULT_HEALTH_ADDRESS: &str = "127.0.0.1:8182";
 /// After SIGTERM, how long new connections are still accepted.
@@ -137,6 +143,7 @@ pub(crate) struct LimitsConfig {
     pub(crate) max_connections: usize,
     pub(crate) header_read_timeout: Duration,
     pub(crate) idle_timeout: Duration,
+    pub(crate) min_rate: crate::rate::MinRate,
 }
 
 /// `[upstream]`.
@@ -336,6 +343,8 @@ struct RawLimits {
     max_connections: Option<usize>,
     header_read_timeout_secs: Option<u64>,
     idle_timeout_secs: Option<u64>,
+    min_rate_bytes_per_sec: Option<u64>,
+    min_rate_grace_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -751,7 +760,7 @@ fn upstream_from_raw(raw: RawUpstream) -> Result<UpstreamConfig, ConfigError> {
 /// keep every value within what the proxy can act on (a semaphore of
 /// connections, a deadline `now + timeout`) and within reason; README.md
 /// lists them.
-pub(crate) const RANGES: [(&str, u64, u64, &str); 12] = [
+pub(crate) const RANGES: [(&str, u64, u64, &str); 14] = [
     (
         "upstream.connect_timeout_ms",
         1,
@@ -782,6 +791,13 @@ pub(crate) const RANGES: [(&str, u64, u64, &str); 12] = [
         "seconds (a day)",
     ),
     ("limits.idle_timeout_secs", 1, 86_400, "seconds (a day)"),
+    (
+        "limits.min_rate_bytes_per_sec",
+        0,
+        1 << 30,
+        "bytes a second (1 GiB)",
+    ),
+    ("limits.min_rate_grace_secs", 1, 86_400, "seconds (a day)"),
     ("shutdown.grace_secs", 0, 86_400, "seconds (a day)"),
     ("shutdown.drain_secs", 0, 86_400, "seconds (a day)"),
 ];
@@ -908,6 +924,18 @@ fn limits_from_raw(raw: RawLimits) -> Result<LimitsConfig, ConfigError> {
             raw.idle_timeout_secs,
             DEFAULT_IDLE_TIMEOUT_SECS,
         )?,
+        min_rate: crate::rate::MinRate {
+            bytes_per_sec: ranged(
+                "limits.min_rate_bytes_per_sec",
+                raw.min_rate_bytes_per_sec,
+                DEFAULT_MIN_RATE_BYTES_PER_SEC,
+            )?,
+            grace: secs(
+                "limits.min_rate_grace_secs",
+                raw.min_rate_grace_secs,
+                DEFAULT_MIN_RATE_GRACE_SECS,
+            )?,
+        },
     })
 }
 

@@ -29,8 +29,8 @@ pub(crate) enum ProxyError {
     Upstream(#[from] UpstreamError),
     #[error("could not get a crumb: {0}")]
     Crumb(#[from] CrumbError),
-    #[error("the client's request body failed before it was complete: {0}")]
-    ClientBody(#[source] hyper::Error),
+    #[error("the client's request body failed before it was complete: {}", .0.0)]
+    ClientBody(#[source] body::ClientBodyError),
     #[error("the request target must be a path such as /job/NAME/build")]
     BadRequestTarget,
     #[error("crumb-proxy is not a forward proxy; point the client at it as if it were Jenkins")]
@@ -51,6 +51,7 @@ impl ProxyError {
                     StatusCode::GATEWAY_TIMEOUT
                 }
                 UpstreamError::ClientBody { .. } => StatusCode::BAD_REQUEST,
+                UpstreamError::ClientTooSlow { .. } => StatusCode::REQUEST_TIMEOUT,
             },
             ProxyError::Crumb(
                 CrumbError::BadCredentials
@@ -58,6 +59,7 @@ impl ProxyError {
                 | CrumbError::UnexpectedStatus { .. }
                 | CrumbError::Malformed { .. },
             ) => StatusCode::BAD_GATEWAY,
+            ProxyError::ClientBody(e) if e.too_slow() => StatusCode::REQUEST_TIMEOUT,
             ProxyError::ClientBody(_) | ProxyError::BadRequestTarget => StatusCode::BAD_REQUEST,
             ProxyError::Connect => StatusCode::METHOD_NOT_ALLOWED,
             ProxyError::Rejected(r) => r.status,
@@ -75,8 +77,10 @@ impl ProxyError {
                     "upstream-timeout"
                 }
                 UpstreamError::ClientBody { .. } => "client-body-failed",
+                UpstreamError::ClientTooSlow { .. } => "client-too-slow",
             },
             ProxyError::Crumb(_) => "crumb-fetch-failed",
+            ProxyError::ClientBody(e) if e.too_slow() => "client-too-slow",
             ProxyError::ClientBody(_) => "client-body-failed",
             ProxyError::BadRequestTarget => "bad-request-target",
             ProxyError::Connect => "not-a-forward-proxy",
@@ -106,6 +110,9 @@ impl ProxyError {
                 UpstreamError::ClientBody { .. } => {
                     "the client sent a malformed or incomplete body; the request to Jenkins was cut off before its end"
                 }
+                UpstreamError::ClientTooSlow { .. } => {
+                    "send the body faster, or lower limits.min_rate_bytes_per_sec (0 turns the minimum off)"
+                }
             },
             ProxyError::Crumb(CrumbError::BadCredentials) => {
                 "check credentials.username and the password or API token the proxy reads"
@@ -118,6 +125,9 @@ impl ProxyError {
             }
             ProxyError::Crumb(CrumbError::Malformed { .. }) => {
                 "check that upstream.url is Jenkins' root URL and not another service"
+            }
+            ProxyError::ClientBody(e) if e.too_slow() => {
+                "send the body faster, or lower limits.min_rate_bytes_per_sec (0 turns the minimum off); nothing was sent to Jenkins"
             }
             ProxyError::ClientBody(_) => "the client stopped sending; nothing was sent to Jenkins",
             ProxyError::BadRequestTarget | ProxyError::Connect => {
@@ -174,6 +184,9 @@ mod tests {
             UpstreamError::ClientBody {
                 reason: "invalid chunk size line".into(),
             },
+            UpstreamError::ClientTooSlow {
+                reason: "the client moved less than 256 bytes a second".into(),
+            },
         ]
     }
 
@@ -186,6 +199,7 @@ mod tests {
             (504, "upstream-timeout"),
             (502, "upstream-failed"),
             (400, "client-body-failed"),
+            (408, "client-too-slow"),
         ];
         for (e, (status, kind)) in upstream_errors().into_iter().zip(expected) {
             cases.push((

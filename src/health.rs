@@ -57,6 +57,11 @@ struct StatusLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PartLabels {
+    part: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct KindLabels {
     kind: String,
 }
@@ -170,6 +175,8 @@ pub(crate) struct Metrics {
     jenkins_denials: Family<StatusLabels, Counter>,
     refusals: Family<KindLabels, Counter>,
     open_connections: Gauge,
+    too_slow: Family<PartLabels, Counter>,
+    at_connection_cap: Counter,
 }
 
 impl Metrics {
@@ -217,6 +224,18 @@ impl Metrics {
             "Client connections open now",
             open_connections.clone(),
         );
+        let too_slow = Family::<PartLabels, Counter>::default();
+        registry.register(
+            "clients_too_slow",
+            "Clients cut off below limits.min_rate_bytes_per_sec, by what they were slow to move",
+            too_slow.clone(),
+        );
+        let at_connection_cap = Counter::default();
+        registry.register(
+            "connection_cap_reached",
+            "Clients that arrived with limits.max_connections connections open",
+            at_connection_cap.clone(),
+        );
         Self {
             registry,
             requests,
@@ -226,6 +245,8 @@ impl Metrics {
             jenkins_denials,
             refusals,
             open_connections,
+            too_slow,
+            at_connection_cap,
         }
     }
 
@@ -275,6 +296,21 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// A client was cut off for moving its request body (`part` =
+    /// "request-body") or the response ("response") too slowly.
+    pub(crate) fn too_slow(&self, part: &'static str) {
+        self.too_slow
+            .get_or_create(&PartLabels {
+                part: part.to_owned(),
+            })
+            .inc();
+    }
+
+    /// A client arrived with every connection slot taken.
+    pub(crate) fn connection_cap_reached(&self) {
+        self.at_connection_cap.inc();
     }
 
     /// Counts a client connection as open until the guard is dropped.

@@ -32,6 +32,7 @@
 //! - `lane`: each client connection's own Jenkins connection, driven on
 //!   the client's worker, and the idle connections left between clients.
 //! - `proxy`: the request pipeline below.
+//! - `rate`: the least rate at which a client must send and take bytes.
 //! - `rewrite`: replacing Jenkins' root URLs in API bodies while streaming.
 //! - `error`: the one error type and its responses.
 //! - `server`: the accept loop, one single-threaded worker runtime per
@@ -94,6 +95,7 @@ mod health;
 mod lane;
 mod listener;
 mod proxy;
+mod rate;
 mod rewrite;
 mod server;
 mod telemetry;

@@ -262,11 +262,18 @@ pin_project_lite::pin_project! {
     /// direction for `idle` while the server was waiting on it: between
     /// requests, or a client that stalls mid-body or stops reading. Waiting
     /// for Jenkins is not the client's idleness and is bounded elsewhere.
+    /// Also fails writes once the client takes the response slower than
+    /// the minimum rate (`rate`): the socket would not take more for longer
+    /// than the bytes it did take pay for.
     #[derive(Debug)]
     pub(crate) struct IdleTimeout<I> {
         #[pin]
         inner: I,
         clock: IdleClock,
+        writes: crate::rate::Debt,
+        // Told when bytes arrive, so that the connection is not reclaimed
+        // half-way through a request head.
+        activity: Option<std::sync::Arc<crate::activity::Activity>>,
     }
 }
 
@@ -305,9 +312,11 @@ impl IdleClock {
 }
 
 impl<I> IdleTimeout<I> {
-    pub(crate) fn new(inner: I, idle: Duration) -> Self {
+    pub(crate) fn new(inner: I, idle: Duration, min_rate: crate::rate::MinRate) -> Self {
         Self {
             inner,
+            writes: min_rate.debt(),
+            activity: None,
             clock: IdleClock {
                 idle,
                 last: Instant::now(),
@@ -317,8 +326,60 @@ impl<I> IdleTimeout<I> {
     }
 }
 
+impl<I> IdleTimeout<I> {
+    /// Marks `activity` busy whenever bytes arrive.
+    pub(crate) fn marking(mut self, activity: std::sync::Arc<crate::activity::Activity>) -> Self {
+        self.activity = Some(activity);
+        self
+    }
+}
+
 fn timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "client connection idle")
+}
+
+/// Charges a write the socket would not take to the client's debt; the
+/// error to fail it with once the client is too slow.
+fn charge(
+    writes: &mut crate::rate::Debt,
+    cx: &mut Context<'_>,
+    result: &Poll<io::Result<usize>>,
+) -> Option<io::Error> {
+    match result {
+        Poll::Ready(Ok(n)) => {
+            writes.moved(*n);
+            None
+        }
+        Poll::Pending => writes.waiting(cx).is_ready().then(|| too_slow(writes)),
+        Poll::Ready(Err(_)) => None,
+    }
+}
+
+/// The error a write fails with when the client reads too slowly; the
+/// server tells it apart with [`is_too_slow`].
+fn too_slow(writes: &crate::rate::Debt) -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, writes.too_slow())
+}
+
+/// Whether `err` (or its source chain) says the client read too slowly.
+pub(crate) fn is_too_slow(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(err);
+    while let Some(e) = cur {
+        if e.is::<crate::rate::TooSlow>() {
+            return true;
+        }
+        // `io::Error` hides its custom error from `source()`.
+        if let Some(io) = e.downcast_ref::<io::Error>() {
+            if io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<crate::rate::TooSlow>())
+            {
+                return true;
+            }
+        }
+        cur = e.source();
+    }
+    false
 }
 
 impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
@@ -331,6 +392,11 @@ impl<I: AsyncRead> AsyncRead for IdleTimeout<I> {
         let before = buf.filled().len();
         let result = this.inner.poll_read(cx, buf);
         let after = buf.filled().len();
+        if after > before {
+            if let Some(activity) = this.activity {
+                activity.receiving();
+            }
+        }
         this.clock.track(cx, result, |()| after > before)
     }
 }
@@ -343,6 +409,9 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write(cx, data);
+        if let Some(e) = charge(this.writes, cx, &result) {
+            return Poll::Ready(Err(e));
+        }
         this.clock.track(cx, result, |n| *n > 0)
     }
 
@@ -353,6 +422,9 @@ impl<I: AsyncWrite> AsyncWrite for IdleTimeout<I> {
     ) -> Poll<io::Result<usize>> {
         let this = self.project();
         let result = this.inner.poll_write_vectored(cx, bufs);
+        if let Some(e) = charge(this.writes, cx, &result) {
+            return Poll::Ready(Err(e));
+        }
         this.clock.track(cx, result, |n| *n > 0)
     }
 
@@ -423,7 +495,11 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn idle_is_counted_from_the_last_byte() {
         let (client, server) = tokio::io::duplex(64);
-        let mut server = IdleTimeout::new(server, Duration::from_secs(1));
+        let off = crate::rate::MinRate {
+            bytes_per_sec: 0,
+            grace: Duration::from_secs(1),
+        };
+        let mut server = IdleTimeout::new(server, Duration::from_secs(1), off);
         let mut client = client;
         let started = Instant::now();
         let writer = tokio::spawn(async move {
@@ -447,5 +523,52 @@ mod tests {
             waited >= Duration::from_secs(1) && waited < Duration::from_millis(1100),
             "timed out {waited:?} after the last byte"
         );
+    }
+
+    /// A client that takes the response a byte every few seconds keeps the
+    /// connection from being idle, but not above the minimum rate: the
+    /// write fails once it is `grace` behind, with an error the server
+    /// recognises. One that reads at the rate is never cut off.
+    #[tokio::test(start_paused = true)]
+    async fn a_reader_below_the_minimum_rate_is_cut_off() {
+        let rate = crate::rate::MinRate {
+            bytes_per_sec: 256,
+            grace: Duration::from_secs(10),
+        };
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(120), rate);
+        let reader = tokio::spawn(async move {
+            let mut byte = [0u8; 1];
+            loop {
+                tokio::time::sleep(Duration::from_secs(2)).await;
+                if client.read(&mut byte).await.unwrap_or(0) == 0 {
+                    break;
+                }
+            }
+        });
+        let started = Instant::now();
+        let err = server.write_all(&[b'x'; 4096]).await.unwrap_err();
+        let after = Instant::now() - started;
+        assert!(is_too_slow(&err), "{err}");
+        assert!(
+            after >= Duration::from_secs(10) && after <= Duration::from_secs(13),
+            "{after:?}"
+        );
+        drop(server);
+        reader.await.unwrap();
+
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut server = IdleTimeout::new(server, Duration::from_secs(120), rate);
+        let reader = tokio::spawn(async move {
+            let mut chunk = [0u8; 64];
+            let mut total = 0;
+            while total < 64 * 1024 {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                total += client.read(&mut chunk).await.unwrap();
+            }
+        });
+        // 64 bytes every 200 ms is 320 B/s: 64 KiB in about 200 s.
+        server.write_all(&[b'x'; 64 * 1024]).await.unwrap();
+        reader.await.unwrap();
     }
 }

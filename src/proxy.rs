@@ -73,6 +73,8 @@ pub(crate) struct Shared {
     replay_body_max_bytes: u64,
     /// What all kept bodies may take together (`crumb.replay_budget_bytes`).
     replay_budget: body::ReplayBudget,
+    /// The least rate at which a client must send its body.
+    min_rate: crate::rate::MinRate,
 }
 
 impl Shared {
@@ -99,6 +101,7 @@ impl Shared {
             crumbs_enabled,
             replay_body_max_bytes: config.crumb.replay_body_max_bytes,
             replay_budget: body::ReplayBudget::new(config.crumb.replay_budget_bytes),
+            min_rate: config.limits.min_rate,
         })
     }
 
@@ -441,6 +444,9 @@ async fn handle(
             if let ProxyError::Rejected(r) = &err {
                 shared.health.metrics.refused(r.kind);
             }
+            if err.kind() == "client-too-slow" {
+                shared.health.metrics.too_slow("request-body");
+            }
             err.into_response()
         }
     };
@@ -531,6 +537,7 @@ async fn forward(
     let upgrade = headers::requested_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
+    let incoming = crate::rate::Rated::new(incoming, shared.min_rate);
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_client_credentials(
@@ -625,7 +632,7 @@ async fn send_with_crumb(
     shared: &Shared,
     lane: &Lane,
     outgoing: &Outgoing,
-    incoming: Incoming,
+    incoming: body::ClientBody,
     note: &mut CrumbNote,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // A body whose declared length fits the cap is read now so it can be

@@ -143,6 +143,7 @@ impl App {
             drain: &drain,
             permits,
             connections: Connections::new(),
+            cap_logged: std::sync::Mutex::new(None),
         };
         acceptor
             .run(async {
@@ -196,7 +197,16 @@ struct Acceptor<'a> {
     drain: &'a watch::Sender<bool>,
     permits: Arc<Semaphore>,
     connections: Arc<Connections>,
+    /// When reaching `limits.max_connections` was last logged.
+    cap_logged: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
+
+/// How long a connection asked to make room waits for bytes the reactor
+/// may not have reported yet before it closes.
+const RECLAIM_SETTLE: Duration = Duration::from_millis(2);
+
+/// Reaching the connection cap is logged at most this often.
+const CAP_LOG_EVERY: Duration = Duration::from_secs(300);
 
 /// How often the acceptor, at the connection cap with every connection
 /// busy, looks again for one that has become idle.
@@ -267,6 +277,7 @@ impl Acceptor<'_> {
         if let Ok(permit) = self.permits.clone().try_acquire_owned() {
             return Some(permit);
         }
+        self.at_cap();
         loop {
             let asked = self.connections.reclaim_oldest_idle();
             tokio::select! {
@@ -281,6 +292,27 @@ impl Acceptor<'_> {
                 },
                 () = &mut until => return None,
             }
+        }
+    }
+
+    /// A client arrived with every slot taken: counted, and logged once
+    /// (again only after [`CAP_LOG_EVERY`]), so that a proxy that is
+    /// regularly full says so without a line per client.
+    fn at_cap(&self) {
+        self.app.shared.health().metrics.connection_cap_reached();
+        let now = tokio::time::Instant::now();
+        let mut logged = self
+            .cap_logged
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if logged.is_none_or(|at| now.duration_since(at) >= CAP_LOG_EVERY) {
+            *logged = Some(now);
+            tracing::warn!(
+                max_connections = self.app.limits.max_connections,
+                "limits.max_connections reached: new clients wait until an idle connection is \
+                 closed or a busy one ends; raise the limit if this is the normal load \
+                 (crumb_proxy_connection_cap_reached_total counts each time)"
+            );
         }
     }
 
@@ -376,7 +408,10 @@ async fn serve_connection<I>(
         .half_close(true)
         .keep_alive(true)
         .serve_connection(
-            TokioIo::new(IdleTimeout::new(io, limits.idle_timeout)),
+            TokioIo::new(
+                IdleTimeout::new(io, limits.idle_timeout, limits.min_rate)
+                    .marking(service.activity().clone()),
+            ),
             service,
         )
         .with_upgrades();
@@ -396,8 +431,21 @@ async fn serve_connection<I>(
                     // Asked to make room at the connection cap: closed if
                     // still idle (a request may have arrived since).
                     Interrupt::Reclaim if activity.is_idle() => {
-                        tracing::debug!(%peer, "idle connection closed to admit a new client");
-                        break Ok(());
+                        // A request's bytes may already wait in the socket
+                        // with the reactor yet to report them (a connection
+                        // handed over a moment ago): let it turn, and hyper
+                        // read them, before deciding. A timer, because only
+                        // a timer is sure to outlast a turn of the reactor
+                        // (`yield_now` documents that it may not).
+                        tokio::select! {
+                            biased;
+                            result = conn.as_mut() => break result,
+                            () = tokio::time::sleep(RECLAIM_SETTLE) => {}
+                        }
+                        if activity.is_idle() {
+                            tracing::debug!(%peer, "idle connection closed to admit a new client");
+                            break Ok(());
+                        }
                     }
                     Interrupt::Reclaim => {}
                 },
@@ -407,7 +455,12 @@ async fn serve_connection<I>(
     let result = served.await;
     driving.park(proxy.upstream());
     if let Err(e) = result {
-        tracing::debug!(%peer, error = %e, "connection ended with an error");
+        if crate::listener::is_too_slow(&e) {
+            tracing::info!(%peer, error = %e, "client closed: it took the response too slowly");
+            proxy.metrics().too_slow("response");
+        } else {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
     }
     drop(stop);
     drop(held);

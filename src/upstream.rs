@@ -164,6 +164,10 @@ pub(crate) enum UpstreamError {
     /// sent, and the request to Jenkins was cut off before its end.
     #[error("the client's request body failed while it was sent to jenkins: {reason}")]
     ClientBody { reason: String },
+    /// Not Jenkins' failure either: the client sent its body too slowly
+    /// (`rate`), and the request to Jenkins was cut off before its end.
+    #[error("{reason}; the request to jenkins was cut off before its end")]
+    ClientTooSlow { reason: String },
 }
 
 impl UpstreamError {
@@ -182,13 +186,24 @@ impl UpstreamError {
 
     /// An open connection failed while sending or receiving.
     pub(crate) fn from_send(err: &hyper::Error) -> Self {
-        if crate::body::is_client_body_error(err) {
-            return UpstreamError::ClientBody {
-                reason: root_cause(err),
-            };
+        if let Some(client) = crate::body::client_body_error(err) {
+            return Self::from_client_body(client);
         }
         UpstreamError::Failed {
             reason: root_cause(err),
+        }
+    }
+
+    /// The client's body failed: broken, or too slow.
+    fn from_client_body(err: &crate::body::ClientBodyError) -> Self {
+        if err.too_slow() {
+            UpstreamError::ClientTooSlow {
+                reason: err.0.to_string(),
+            }
+        } else {
+            UpstreamError::ClientBody {
+                reason: root_cause(err),
+            }
         }
     }
 
@@ -196,10 +211,8 @@ impl UpstreamError {
         if err.is_connect() {
             return Self::from_connect(err);
         }
-        if crate::body::is_client_body_error(err) {
-            return UpstreamError::ClientBody {
-                reason: root_cause(err),
-            };
+        if let Some(client) = crate::body::client_body_error(err) {
+            return Self::from_client_body(client);
         }
         match tls::describe_failure(err) {
             Some(reason) => UpstreamError::Tls { reason },

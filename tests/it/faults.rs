@@ -1,15 +1,17 @@
-//! Faults between the proxy and Jenkins, and what the proxy does about
-//! them: a kept-alive Jenkins connection that Jenkins cuts as a request
-//! arrives (a GET or HEAD is sent again, a POST never), and idle Jenkins
-//! connections closed on a timer.
+//! Faults and what the proxy does about them: a kept-alive Jenkins
+//! connection that Jenkins cuts as a request arrives (a GET or HEAD is sent
+//! again, a POST never), idle Jenkins connections closed on a timer,
+//! clients below the minimum rate, and the connection cap.
 
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 use crate::support::jenkins::MockJenkins;
-use crate::support::proxy::{client_requests, request, Extra, Http, Proxy, Secret};
+use crate::support::proxy::{client_requests, request, Binary, Extra, Http, Proxy, Secret};
 
 const USER: &str = "alice";
 const PASSWORD: &str = "correct horse";
@@ -221,6 +223,296 @@ async fn idle_jenkins_connections_are_closed_on_a_timer() {
         StatusCode::OK
     );
     assert_eq!(jenkins.connections(), before + 1);
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A proxy that wants at least 1000 bytes a second, 1 s behind at most.
+fn strict_rate() -> Extra {
+    Extra {
+        tail: "[limits]\nmin_rate_bytes_per_sec = 1000\nmin_rate_grace_secs = 1".into(),
+        health: true,
+        ..Extra::default()
+    }
+}
+
+/// Reads what the proxy sends until it closes, for at most 20 s.
+async fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut out))
+        .await
+        .expect("the proxy closed within 20 s");
+    out
+}
+
+/// Trickles `body` ten bytes at a time, every 300 ms (33 bytes a second),
+/// until the proxy answers or `body` is sent.
+async fn trickle(stream: &mut TcpStream, body: &[u8]) {
+    for piece in body.chunks(10) {
+        if stream.write_all(piece).await.is_err() {
+            return;
+        }
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(_)) =
+            tokio::time::timeout(Duration::from_millis(300), stream.peek(&mut byte)).await
+        {
+            return;
+        }
+    }
+}
+
+/// A body trickled slower than `limits.min_rate_bytes_per_sec` gets 408
+/// `client-too-slow` within the grace period, well before the idle timeout
+/// would: one kept for a replay before Jenkins saw anything, one streamed
+/// with Jenkins' request cut off before its end. No build is triggered.
+#[tokio::test]
+async fn a_trickled_body_gets_408() {
+    let jenkins = jenkins().await;
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &strict_rate(),
+    )
+    .await;
+    let body = vec![b'x'; 600];
+    for (head, reached_jenkins) in [
+        // Declared and small: kept for a replay, read before sending.
+        (
+            "POST /job/sample-job/build HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 600\r\n\r\n",
+            false,
+        ),
+        // Chunked: streamed to Jenkins as it comes.
+        (
+            "POST /upload HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            true,
+        ),
+    ] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let started = tokio::time::Instant::now();
+        if reached_jenkins {
+            let chunked: Vec<u8> = body
+                .chunks(10)
+                .flat_map(|c| {
+                    [
+                        format!("{:x}\r\n", c.len()).into_bytes(),
+                        c.to_vec(),
+                        b"\r\n".to_vec(),
+                    ]
+                    .concat()
+                })
+                .collect();
+            trickle(&mut stream, &chunked).await;
+        } else {
+            trickle(&mut stream, &body).await;
+        }
+        let response = String::from_utf8_lossy(&read_to_close(&mut stream).await).into_owned();
+        assert!(response.starts_with("HTTP/1.1 408"), "{head}: {response}");
+        assert!(
+            response.contains("x-crumb-proxy-error: client-too-slow"),
+            "{response}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{:?}",
+            started.elapsed()
+        );
+        if reached_jenkins {
+            // Recorded once the double sees the request end, cut off.
+            let mut uploads = Vec::new();
+            for _ in 0..250 {
+                uploads = jenkins.requests_to("/upload");
+                if !uploads.is_empty() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            assert_eq!(uploads.len(), 1);
+            assert!(
+                uploads[0].body_len < 600,
+                "Jenkins never saw the whole body"
+            );
+            assert_eq!(
+                uploads[0].status,
+                StatusCode::BAD_REQUEST,
+                "an incomplete request"
+            );
+        }
+    }
+    assert_eq!(jenkins.accepted_triggers("sample-job"), 0);
+    assert!(jenkins.requests_to("/job/sample-job/build").is_empty());
+    let metrics = Http::new().get(&proxy.health_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("crumb_proxy_clients_too_slow_total{part=\"request-body\"} 2"),
+        "{metrics}"
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A client that asks for a large artifact and then does not read it is
+/// cut off once it falls `min_rate_grace_secs` behind, not after the idle
+/// timeout (its socket stays open, and it could send a byte now and then
+/// to look busy); a client reading at the rate gets the whole artifact.
+#[tokio::test]
+async fn a_client_that_stops_reading_is_cut_off() {
+    const SIZE: u64 = 64 << 20;
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .artifact("sample-job", 1, "big.bin", SIZE)
+        .start()
+        .await;
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &strict_rate(),
+    )
+    .await;
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /job/sample-job/1/artifact/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading; a byte every half second in the other direction.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = stream.write_all(b" ").await;
+    }
+    let got = read_to_close(&mut stream).await;
+    assert!(
+        (got.len() as u64) < SIZE,
+        "cut off, not served whole ({} bytes)",
+        got.len()
+    );
+    let metrics = Http::new().get(&proxy.health_url("/metrics")).await.text();
+    assert!(
+        metrics.contains("crumb_proxy_clients_too_slow_total{part=\"response\"} 1"),
+        "{metrics}"
+    );
+
+    // Reading steadily, if slowly compared with loopback: all of it.
+    let out = crate::support::proxy::curl_async(&[
+        "--fail",
+        "--limit-rate",
+        "20M",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{size_download}",
+        &proxy.url("/job/sample-job/1/artifact/big.bin"),
+    ])
+    .await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout), SIZE.to_string());
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// At `limits.max_connections`, every client that arrives to find every
+/// slot taken is counted in a metric, and the log says so once, not once
+/// per client; each is served, once the busy connection is done or by
+/// closing an idle kept-alive one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reaching_the_connection_cap_is_logged_once_and_counted() {
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .response_delay("/job/sample-job/build", Duration::from_millis(1000))
+        .start()
+        .await;
+    let extra = Extra {
+        tail: "[limits]\nmax_connections = 1".into(),
+        ..Extra::default()
+    };
+    let (proxy, _dir, _) = Binary::start_for(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+        &[],
+    );
+    let busy = {
+        let url = proxy.url("/job/sample-job/build");
+        tokio::spawn(async move { Http::new().post(&url).await.status })
+    };
+    while jenkins.requests_to("/job/sample-job/build").is_empty() {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Each keeps its connection open: the next one finds the cap reached.
+    let mut kept = Vec::new();
+    for _ in 0..3 {
+        let http = Http::new();
+        assert_eq!(
+            http.get(&proxy.url("/api/json")).await.status,
+            StatusCode::OK
+        );
+        kept.push(http);
+    }
+    assert_eq!(busy.await.unwrap(), StatusCode::CREATED);
+    drop(kept);
+    let metrics = Http::new().get(&proxy.health_url("/metrics")).await.text();
+    let reached: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("crumb_proxy_connection_cap_reached_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!(reached >= 3, "{reached}: {metrics}");
+    let lines = proxy
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("limits.max_connections reached"))
+        .count();
+    assert_eq!(lines, 1, "{:?}", proxy.log_lines());
+    assert_eq!(proxy.terminate().code(), Some(0));
+    jenkins.finish().await;
+}
+
+/// Clients that queue at the cap while every slot is busy are all served
+/// when slots free up: a connection whose request is already waiting in
+/// its socket (handed to a worker a moment before the next client asked
+/// for room) is busy, not idle, and is never closed under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_clients_are_served_not_reset() {
+    let jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .response_delay("/job/sample-job/build", Duration::from_millis(500))
+        .start()
+        .await;
+    let extra = Extra {
+        tail: "[limits]\nmax_connections = 2".into(),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_with(
+        &jenkins.root_url(),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+    )
+    .await;
+    for round in 0..3 {
+        let seen = jenkins.requests_to("/job/sample-job/build").len();
+        let busy: Vec<_> = (0..2)
+            .map(|_| {
+                let url = proxy.url("/job/sample-job/build");
+                tokio::spawn(async move { Http::new().post(&url).await.status })
+            })
+            .collect();
+        while jenkins.requests_to("/job/sample-job/build").len() < seen + 2 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let queued: Vec<_> = (0..6)
+            .map(|_| {
+                let url = proxy.url("/api/json");
+                tokio::spawn(async move { Http::new().get(&url).await.status })
+            })
+            .collect();
+        for b in busy {
+            assert_eq!(b.await.unwrap(), StatusCode::CREATED, "round {round}");
+        }
+        for q in queued {
+            assert_eq!(q.await.unwrap(), StatusCode::OK, "round {round}");
+        }
+    }
     proxy.stop().await;
     jenkins.finish().await;
 }
