@@ -623,4 +623,65 @@ mod tests {
             assert!(Pattern::parse(bad).is_err(), "{bad}");
         }
     }
+
+    /// Paths from the pieces readers disagree on.
+    fn raw_path() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop::sample::select(vec![
+            "/", "/", "/", ".", "..", "%", "%2e", "%2E", "%2f", "%2F", "%25", "%5c", ";", ";x=1",
+            "\\", "job", "Script", "computer", "node", "x", "ſ", "ı", "%c5%bf", "%0a", "%zz", "%2",
+            "build", "%252e", "%252f", "a b", "é",
+        ]);
+        prop::collection::vec(piece, 0..24).prop_map(|pieces| format!("/{}", pieces.concat()))
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(3000))]
+
+        /// Whatever the text, a path has one to four readings, and a `%`
+        /// that starts no escape refuses it.
+        #[test]
+        fn any_text_reads_as_one_to_four_paths(raw in raw_path()) {
+            let path = CanonicalPath::new(&raw);
+            let n = path.readings().count();
+            proptest::prop_assert!((1..=4).contains(&n), "{raw}: {n}");
+            proptest::prop_assert_eq!(path.refusal().is_some(), !escapes_are_valid(&raw));
+        }
+
+        /// Upper-casing the ASCII letters changes no reading (escapes
+        /// decode the same in either case; names fold).
+        #[test]
+        fn ascii_case_changes_no_reading(raw in raw_path()) {
+            let lower = CanonicalPath::new(&raw);
+            let upper = CanonicalPath::new(&raw.to_ascii_uppercase());
+            proptest::prop_assert_eq!(lower.readings, upper.readings, "{}", raw);
+        }
+
+        /// Percent-encoding letters that cannot be part of an escape
+        /// (g–z) changes no reading, whether the path took the one-reading
+        /// fast path or not.
+        #[test]
+        fn encoding_a_letter_changes_no_reading(raw in raw_path(), every in 1usize..4) {
+            let mut encoded = String::new();
+            for (i, c) in raw.chars().enumerate() {
+                if i % every == 0 && matches!(c.to_ascii_lowercase(), 'g'..='z') {
+                    encoded.push_str(&format!("%{:02X}", c as u32));
+                } else {
+                    encoded.push(c);
+                }
+            }
+            let plain = CanonicalPath::new(&raw);
+            let spelled = CanonicalPath::new(&encoded);
+            proptest::prop_assert_eq!(plain.readings, spelled.readings, "{} vs {}", raw, encoded);
+        }
+
+        /// A detour through a name and back (`/x/..`) changes nothing in
+        /// Stapler's reading.
+        #[test]
+        fn a_detour_changes_no_stapler_reading(raw in raw_path()) {
+            let plain = CanonicalPath::new(&raw);
+            let detour = CanonicalPath::new(&format!("/x/..{raw}"));
+            proptest::prop_assert_eq!(plain.segments(), detour.segments(), "{}", raw);
+        }
+    }
 }

@@ -553,3 +553,169 @@ fn numbers_outside_their_range_are_refused() {
         );
     }
 }
+
+/// A fuzzer for the loader: the example configuration with one key set to
+/// a value of any type (or removed, or a key added that no section has),
+/// for a fixed number of cases.
+mod fuzz {
+    use proptest::prelude::*;
+    use toml::{Table, Value};
+
+    use super::*;
+
+    const EXAMPLE: &str = include_str!("../../config/crumb-proxy.example.toml");
+
+    /// The example, with a password file that exists in `dir`.
+    fn example(dir: &Dir) -> Table {
+        let mut table: Table = EXAMPLE.parse().unwrap();
+        let credentials = table["credentials"].as_table_mut().unwrap();
+        credentials.insert(
+            "password_file".into(),
+            Value::String(dir.0.join("pw").display().to_string()),
+        );
+        table
+    }
+
+    /// Every `section.key` of the example, with its value.
+    fn leaves(table: &Table) -> Vec<(String, String, Value)> {
+        let mut out = Vec::new();
+        for (section, keys) in table {
+            for (key, value) in keys.as_table().unwrap() {
+                out.push((section.clone(), key.clone(), value.clone()));
+            }
+        }
+        out
+    }
+
+    #[derive(Debug, Clone)]
+    enum Change {
+        Set(usize, Value),
+        Remove(usize),
+        Unknown(usize),
+    }
+
+    fn value() -> impl Strategy<Value = Value> {
+        let int = prop_oneof![
+            -2i64..70_000,
+            Just(i64::MAX),
+            Just(i64::MIN),
+            Just(1 << 30),
+            Just((1 << 30) + 1),
+            Just(86_400),
+            Just(86_401),
+            Just(1 << 36),
+            Just(2_305_843_009_213_693_952),
+        ]
+        .prop_map(Value::Integer);
+        let text = prop::sample::select(vec![
+            "",
+            "x",
+            "5s",
+            "0600",
+            "0777",
+            "auto",
+            "never",
+            "always",
+            "http://127.0.0.1:1/",
+            "127.0.0.1:0",
+            "unix:/tmp/x.sock",
+            "[::1]:80",
+            "ci.example.com",
+            "GET",
+        ])
+        .prop_map(|s| Value::String(s.into()));
+        prop_oneof![
+            4 => int,
+            3 => text,
+            1 => any::<bool>().prop_map(Value::Boolean),
+            1 => (-1e9f64..1e9).prop_map(Value::Float),
+            1 => prop::collection::vec(prop_oneof![
+                (0i64..10).prop_map(Value::Integer),
+                prop::sample::select(vec!["localhost", "*", "http://x", "GET"])
+                    .prop_map(|s| Value::String(s.into())),
+            ], 0..3)
+            .prop_map(Value::Array),
+            1 => Just(Value::Table(Table::new())),
+        ]
+    }
+
+    fn change(leaves: usize, sections: usize) -> impl Strategy<Value = Change> {
+        prop_oneof![
+            6 => (0..leaves, value()).prop_map(|(i, v)| Change::Set(i, v)),
+            1 => (0..leaves).prop_map(Change::Remove),
+            1 => (0..sections).prop_map(Change::Unknown),
+        ]
+    }
+
+    /// The one rule between two keys: the replay budget holds at least
+    /// one body of the largest size kept (the example's values are 1 MiB
+    /// and 64 MiB).
+    fn fits_the_others(key: &str, n: u64) -> bool {
+        match key {
+            "crumb.replay_budget_bytes" => n >= 1 << 20,
+            "crumb.replay_body_max_bytes" => n <= 64 << 20,
+            _ => true,
+        }
+    }
+
+    fn same_type(a: &Value, b: &Value) -> bool {
+        std::mem::discriminant(a) == std::mem::discriminant(b)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        /// The loader never panics; every refusal is one line that names
+        /// the key; a number is accepted exactly when it is in the key's
+        /// documented range; a value of another type is always refused.
+        #[test]
+        fn any_one_change_is_accepted_or_named(choice in change(22, 8)) {
+            let dir = Dir::new("fuzz");
+            let mut table = example(&dir);
+            let all = leaves(&table);
+            let sections: Vec<String> = table.keys().cloned().collect();
+            prop_assume!(all.len() >= 22 && sections.len() >= 8);
+            let (named, expect): (String, Option<bool>) = match &choice {
+                Change::Set(i, v) => {
+                    let (section, key, old) = &all[*i];
+                    table[section].as_table_mut().unwrap().insert(key.clone(), v.clone());
+                    let full = format!("{section}.{key}");
+                    let expect = match (v, RANGES.iter().find(|(k, ..)| *k == full)) {
+                        _ if !same_type(old, v) => Some(false),
+                        (Value::Integer(n), Some((_, least, most, _))) => {
+                            Some(u64::try_from(*n).is_ok_and(|n| {
+                                (*least..=*most).contains(&n) && fits_the_others(&full, n)
+                            }))
+                        }
+                        _ => None,
+                    };
+                    (full, expect)
+                }
+                Change::Remove(i) => {
+                    let (section, key, _) = &all[*i];
+                    table[section].as_table_mut().unwrap().remove(key);
+                    (format!("{section}.{key}"), None)
+                }
+                Change::Unknown(i) => {
+                    let section = &sections[*i];
+                    table[section].as_table_mut().unwrap().insert("zzq_unknown".into(), Value::Integer(1));
+                    ("zzq_unknown".to_owned(), Some(false))
+                }
+            };
+            let text = toml::to_string(&table).unwrap();
+            let result = Config::from_toml_str(&text, &dir.0);
+            if let Err(e) = &result {
+                let message = e.to_string();
+                prop_assert!(!message.contains('\n'), "{choice:?}: {message}");
+                let key = named.rsplit('.').next().unwrap();
+                prop_assert!(message.contains(key), "{choice:?}: {message}");
+                if let Change::Set(..) = choice {
+                    prop_assert!(message.contains(&named), "{choice:?}: {message}");
+                }
+            }
+            if let Some(ok) = expect {
+                prop_assert_eq!(result.is_ok(), ok, "{:?}: {:?}", choice, result.err().map(|e| e.to_string()));
+            }
+        }
+    }
+}
