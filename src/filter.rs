@@ -328,7 +328,9 @@ impl Policy {
                 why,
             ))
         };
-        if let Some(origin) = headers.get(header::ORIGIN) {
+        // Every value counts: a browser sends one of each, and a second,
+        // friendlier one must not hide it.
+        for origin in headers.get_all(header::ORIGIN) {
             let origin = origin
                 .to_str()
                 .unwrap_or("")
@@ -341,7 +343,7 @@ impl Policy {
             }
         }
         const SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
-        if let Some(site) = headers.get(SEC_FETCH_SITE) {
+        for site in headers.get_all(SEC_FETCH_SITE) {
             let site = site.to_str().unwrap_or("");
             if !site.eq_ignore_ascii_case("none") {
                 return refuse(format!(
@@ -352,7 +354,7 @@ impl Policy {
                 return refuse("a browser may only read through the proxy (GET, HEAD)".into());
             }
         }
-        if let Some(referer) = headers.get(header::REFERER) {
+        for referer in headers.get_all(header::REFERER) {
             let from = referer.to_str().ok().and_then(|r| r.parse::<Uri>().ok());
             let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
             let same_origin = match (&from, host) {
@@ -565,7 +567,7 @@ mod tests {
         let mut map = HeaderMap::new();
         map.insert(header::HOST, "127.0.0.1:8181".parse().unwrap());
         for (k, v) in headers {
-            map.insert(
+            map.append(
                 http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
                 v.parse().unwrap(),
             );
@@ -793,6 +795,12 @@ mod tests {
             &[("sec-fetch-site", "same-origin")],
             &[("referer", "http://evil.example/page")],
             &[("referer", "http://127.0.0.1:9999/")],
+            // A second, friendlier value hides nothing.
+            &[("sec-fetch-site", "none"), ("sec-fetch-site", "cross-site")],
+            &[
+                ("referer", "http://127.0.0.1:8181/"),
+                ("referer", "http://evil.example/"),
+            ],
         ] {
             let r = check(&p, Method::GET, "/api/json", headers).unwrap_err();
             assert_eq!(r.kind, "browser-request", "{headers:?}");

@@ -15,6 +15,7 @@ mod deploy;
 mod faults;
 mod forwarding;
 mod framing;
+mod fuzz;
 mod guard;
 mod hygiene;
 mod identity;
