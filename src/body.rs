@@ -11,13 +11,14 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Empty, Full};
 
-use crate::rate::{Rated, RatedError};
+use crate::rate::{MinRate, Rated, RatedError};
 
 /// Any error a streamed body can yield.
 pub(crate) type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -61,8 +62,105 @@ impl ClientBodyError {
     }
 }
 
+/// How much of a request body the proxy no longer needs it reads and
+/// discards, and for how long, before it gives the connection up.
+const DISCARD_MAX_BYTES: u64 = 64 << 20;
+const DISCARD_MAX_TIME: Duration = Duration::from_secs(30);
+
 /// A client's request body, held to the minimum rate.
-pub(crate) type ClientBody = Rated<hyper::body::Incoming>;
+///
+/// When the proxy is done with the body before its end (a refusal, an
+/// unreachable Jenkins, Jenkins answering before reading it), the rest is
+/// read and thrown away in the background, as nginx discards a request
+/// body it has no use for: the client can finish writing and read the
+/// answer, and its connection stays usable. Closing instead would cut the
+/// client off mid-write (a reset that can swallow the answer), or close a
+/// connection whose answer already told the client to keep it, under the
+/// client's next request. A client that promised its body behind
+/// `Expect: 100-continue` and was never asked for it is not read from.
+pub(crate) struct ClientBody {
+    inner: Option<Rated<hyper::body::Incoming>>,
+    /// Read to its end, or failed.
+    ended: bool,
+    /// Polled at least once: hyper has asked the client to go on.
+    started: bool,
+    waits_for_continue: bool,
+}
+
+impl ClientBody {
+    pub(crate) fn new(
+        incoming: hyper::body::Incoming,
+        rate: MinRate,
+        expect_continue: bool,
+    ) -> Self {
+        Self {
+            inner: Some(Rated::new(incoming, rate)),
+            ended: false,
+            started: false,
+            waits_for_continue: expect_continue,
+        }
+    }
+}
+
+impl Body for ClientBody {
+    type Data = Bytes;
+    type Error = RatedError<hyper::Error>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        self.started = true;
+        let Some(inner) = self.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = Pin::new(inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None | Some(Err(_)))) {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner
+            .as_ref()
+            .map_or_else(|| SizeHint::with_exact(0), Body::size_hint)
+    }
+}
+
+impl Drop for ClientBody {
+    fn drop(&mut self) {
+        let Some(rest) = self.inner.take() else {
+            return;
+        };
+        if self.ended || rest.is_end_stream() || (self.waits_for_continue && !self.started) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(discard(rest));
+        }
+    }
+}
+
+/// Reads `rest` to its end, up to [`DISCARD_MAX_BYTES`] and
+/// [`DISCARD_MAX_TIME`] (and the minimum rate), throwing it away.
+async fn discard(mut rest: Rated<hyper::body::Incoming>) {
+    let mut left = DISCARD_MAX_BYTES;
+    let _ = tokio::time::timeout(DISCARD_MAX_TIME, async {
+        while let Some(Ok(frame)) = rest.frame().await {
+            let n = frame.data_ref().map_or(0, Bytes::len) as u64;
+            let Some(rest_of_budget) = left.checked_sub(n) else {
+                break;
+            };
+            left = rest_of_budget;
+        }
+    })
+    .await;
+}
 
 /// A client's request body, streamed to Jenkins; its errors become
 /// [`ClientBodyError`]s.

@@ -33,6 +33,8 @@
 //!   the client's worker, and the idle connections left between clients.
 //! - `proxy`: the request pipeline below.
 //! - `rate`: the least rate at which a client must send and take bytes.
+//! - `body`: body types, the client's request body (held to the least
+//!   rate, discarded when not needed) and the few bounded reads.
 //! - `rewrite`: replacing Jenkins' root URLs in API bodies while streaming.
 //! - `error`: the one error type and its responses.
 //! - `server`: the accept loop, one single-threaded worker runtime per
@@ -76,6 +78,9 @@
 //! 6. The response loses hop-by-hop, CORS and `Set-Cookie` headers; a `Location`
 //!    into Jenkins is rewritten to the proxy; the body streams back as it
 //!    arrives. Failures of the proxy itself become a response in `error`.
+//!    A request body the proxy no longer needs (refused, or answered
+//!    before it was read) is read and discarded in the background
+//!    (`body::ClientBody`), so the client's connection survives.
 //! 7. One log line records peer, method, path (never the query), status,
 //!    duration, request id and what happened about the crumb; the metrics
 //!    count it.

@@ -410,6 +410,8 @@ async fn handle(
         _ => new_request_id(),
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
+    let expect_continue = req.headers().contains_key(header::EXPECT);
+    let req = req.map(|b| body::ClientBody::new(b, shared.min_rate, expect_continue));
     let mut note = CrumbNote::None;
     let result = forward(shared, &proxy.0.lane, &proxy.0.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
@@ -498,7 +500,7 @@ async fn forward(
     shared: &Shared,
     lane: &Lane,
     local_authority: &str,
-    mut req: Request<Incoming>,
+    mut req: Request<body::ClientBody>,
     note: &mut CrumbNote,
 ) -> Result<Response<ProxyBody>, ProxyError> {
     // 0. CONNECT is not for us; everything else meets the policy first: a
@@ -537,7 +539,6 @@ async fn forward(
     let upgrade = headers::requested_upgrade(req.headers());
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
     let (parts, incoming) = req.into_parts();
-    let incoming = crate::rate::Rated::new(incoming, shared.min_rate);
     let mut headers = parts.headers;
     headers::strip_hop_by_hop(&mut headers);
     headers::strip_client_credentials(
@@ -719,7 +720,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 /// The proxy's own address as the client used it (its `Host`), so that a
 /// rewritten `Location` leads back the same way; the bound address when the
 /// client sent none that parses.
-fn client_authority(req: &Request<Incoming>, local_authority: &str) -> String {
+fn client_authority<B>(req: &Request<B>, local_authority: &str) -> String {
     req.headers()
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())

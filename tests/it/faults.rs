@@ -1,7 +1,24 @@
 //! Faults and what the proxy does about them: a kept-alive Jenkins
 //! connection that Jenkins cuts as a request arrives (a GET or HEAD is sent
 //! again, a POST never), idle Jenkins connections closed on a timer,
-//! clients below the minimum rate, and the connection cap.
+//! clients below the minimum rate, the connection cap, a body the proxy
+//! never needed (read and discarded, so the connection survives), and
+//! values that once crashed the proxy.
+//!
+//! The rest of the fault suite sits beside what it concerns:
+//! - `soak.rs`: the soak, with session expiries and a Jenkins killed and
+//!   started again; `fuzz.rs`: request heads and chunked bodies;
+//! - `framing.rs`: a malformed chunked body is the client's fault (400),
+//!   never completed towards Jenkins;
+//! - `identity.rs`: half-closed clients get their answer; two `Host`
+//!   headers, or one with user information, get 400;
+//! - `operations.rs`: SIGHUP is logged and ignored, a second stop signal
+//!   exits at once;
+//! - unit tests: config ranges, type errors and the loader fuzzer
+//!   and secret files (`config/tests.rs`), the path
+//!   canonicaliser's properties (`canonical.rs`), saturating deadlines
+//!   (`timer.rs`), a panicking worker failing `/livez` (`worker.rs`,
+//!   `server.rs`).
 
 use std::time::Duration;
 
@@ -515,4 +532,105 @@ async fn queued_clients_are_served_not_reset() {
     }
     proxy.stop().await;
     jenkins.finish().await;
+}
+
+/// While Jenkins is down, a client that sends a body the proxy never
+/// needed (too large to keep for a replay, its crumb already cached) gets
+/// the proxy's 502, and its next request on the same kept-alive connection
+/// is answered too: the proxy reads and discards the rest of the body, as
+/// nginx does, instead of closing the connection under the client. So
+/// does a refusal.
+#[tokio::test]
+async fn an_unread_body_never_costs_the_client_its_connection() {
+    let mut jenkins = MockJenkins::builder()
+        .user(USER, PASSWORD)
+        .upload_sink()
+        .start()
+        .await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let http = Http::new();
+    let url = proxy.url("/job/sample-job/buildWithParameters");
+    let post = |size: usize| {
+        request(
+            Method::POST,
+            &url,
+            &[("content-type", "application/octet-stream")],
+            Bytes::from(vec![b'x'; size]),
+        )
+    };
+    // The crumb is cached; then Jenkins goes away.
+    assert_eq!(http.send(post(0)).await.status, StatusCode::CREATED);
+    jenkins.kill().await;
+    for round in 0..30 {
+        for size in [2 << 20, 16 << 10, 0] {
+            let reply = http
+                .try_send(post(size))
+                .await
+                .unwrap_or_else(|e| panic!("round {round}, {size} bytes: no answer: {e}"));
+            assert_eq!(reply.status, StatusCode::BAD_GATEWAY, "{}", reply.text());
+        }
+        // Refused before anything was read.
+        let refused = http
+            .try_send(request(
+                Method::POST,
+                &proxy.url("/scriptText"),
+                &[],
+                Bytes::from(vec![b'x'; 2 << 20]),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}, refused: no answer: {e}"));
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// Values that once passed `--check-config` and then crashed the proxy
+/// (a panic at start, or workers that panicked on the first connection
+/// while the health checks answered 200) are refused before anything
+/// starts, with status 78 and the key named, by `--check-config` and by a
+/// real start alike.
+#[test]
+fn values_that_crashed_the_proxy_are_refused_before_it_starts() {
+    for (section, key, value) in [
+        ("limits", "max_connections", "2305843009213693952"),
+        ("limits", "idle_timeout_secs", "9223372036854775807"),
+        ("limits", "header_read_timeout_secs", "9223372036854775807"),
+        ("upstream", "pool_idle_timeout_secs", "18446744073709551615"),
+        ("limits", "min_rate_grace_secs", "9223372036854775807"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let extra = Extra {
+            upstream: if section == "upstream" {
+                format!("{key} = {value}")
+            } else {
+                String::new()
+            },
+            tail: if section == "limits" {
+                format!("[limits]\n{key} = {value}")
+            } else {
+                String::new()
+            },
+            ..Extra::default()
+        };
+        let config = crate::support::proxy::write_config(
+            dir.path(),
+            "http://127.0.0.1:9/",
+            USER,
+            Secret::Password(PASSWORD),
+            &extra,
+        );
+        for check in [true, false] {
+            let mut cmd = Binary::command();
+            cmd.arg("--config").arg(&config);
+            if check {
+                cmd.arg("--check-config");
+            }
+            let out = cmd.env_remove("RUST_LOG").output().unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{key} = {value}: {err}");
+            assert!(err.contains(&format!("{section}.{key}")), "{err}");
+            assert!(!err.contains("panicked"), "{err}");
+        }
+    }
 }

@@ -23,4 +23,5 @@ mod mock;
 mod operations;
 mod resources;
 mod security;
+mod soak;
 mod streaming;

@@ -733,6 +733,22 @@ impl MockJenkins {
         }
     }
 
+    /// Stop at once, as a killed Jenkins does: the listener closes and every connection is
+    /// cut, in flight or not. What it recorded stays readable; a new double may be started on
+    /// the same address ([`Builder::start_on`]).
+    ///
+    /// # Panics
+    /// If the server or a connection task panicked.
+    pub async fn kill(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(server) = self.server.take() {
+            let panics = server.await.expect("the accept loop ends");
+            assert!(panics.is_empty(), "mock Jenkins panicked: {panics:?}");
+        }
+    }
+
     /// Stop serving and check the run.
     ///
     /// # Panics

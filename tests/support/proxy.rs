@@ -217,12 +217,21 @@ impl Http {
     }
 
     pub async fn send(&self, req: Request<TestBody>) -> Reply {
+        self.try_send(req).await.expect("request reached the proxy")
+    }
+
+    /// As [`Http::send`], with a broken connection as an error.
+    pub async fn try_send(&self, req: Request<TestBody>) -> Result<Reply, String> {
         let resp = tokio::time::timeout(Duration::from_secs(30), self.client.request(req))
             .await
             .expect("response within 30 s")
-            .expect("request reached the proxy");
+            .map_err(|e| format!("{e:?}"))?;
         let (parts, body) = resp.into_parts();
-        let body = body.collect().await.expect("whole body").to_bytes();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e:?}"))?
+            .to_bytes();
         let kind = parts.headers.get("x-crumb-proxy-error");
         if kind.is_some_and(|k| k != "crumb-rejected-not-replayable") {
             logs::assert_clean(
@@ -230,11 +239,11 @@ impl Http {
                 &String::from_utf8_lossy(&body),
             );
         }
-        Reply {
+        Ok(Reply {
             status: parts.status,
             headers: parts.headers,
             body,
-        }
+        })
     }
 
     /// The response head, with the body left to stream.
