@@ -76,28 +76,20 @@ const DISCARD_MAX_TIME: Duration = Duration::from_secs(30);
 /// answer, and its connection stays usable. Closing instead would cut the
 /// client off mid-write (a reset that can swallow the answer), or close a
 /// connection whose answer already told the client to keep it, under the
-/// client's next request. A client that promised its body behind
-/// `Expect: 100-continue` and was never asked for it is not read from.
+/// client's next request. A client that sent `Expect: 100-continue` may
+/// then be told `100 Continue` before the final answer (both legal); one
+/// that sent its body at once (RFC 9110 §10.1.1 allows it) is drained too.
 pub(crate) struct ClientBody {
     inner: Option<Rated<hyper::body::Incoming>>,
     /// Read to its end, or failed.
     ended: bool,
-    /// Polled at least once: hyper has asked the client to go on.
-    started: bool,
-    waits_for_continue: bool,
 }
 
 impl ClientBody {
-    pub(crate) fn new(
-        incoming: hyper::body::Incoming,
-        rate: MinRate,
-        expect_continue: bool,
-    ) -> Self {
+    pub(crate) fn new(incoming: hyper::body::Incoming, rate: MinRate) -> Self {
         Self {
             inner: Some(Rated::new(incoming, rate)),
             ended: false,
-            started: false,
-            waits_for_continue: expect_continue,
         }
     }
 }
@@ -110,7 +102,6 @@ impl Body for ClientBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
-        self.started = true;
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);
         };
@@ -137,7 +128,7 @@ impl Drop for ClientBody {
         let Some(rest) = self.inner.take() else {
             return;
         };
-        if self.ended || rest.is_end_stream() || (self.waits_for_continue && !self.started) {
+        if self.ended || rest.is_end_stream() {
             return;
         }
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {

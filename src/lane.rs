@@ -450,25 +450,50 @@ impl Lane {
 /// Whether `req` may be sent again after it was written to a connection
 /// that then failed without an answer: a GET or HEAD (safe methods, RFC
 /// 9110 §9.2.1, so idempotent), without a body (one streamed from the
-/// client cannot be read twice), and without a `token` query parameter.
-/// Jenkins acts on some GETs that carry one: a job's remote trigger
-/// (`/job/NAME/build?token=…`, `buildWithParameters`), the Build Token Root
-/// plugin's `/buildByToken/…` and the Generic Webhook Trigger's `invoke`
-/// each start a build on a GET, and a build must never be started twice.
-/// The name is compared as Jetty would read it (percent-decoded) and
-/// without regard to case, erring towards not sending again.
+/// client cannot be read twice), without a `token` query parameter or a
+/// header whose name holds `token`, and not to a path that triggers
+/// builds. Jenkins acts on some GETs: a job's remote trigger
+/// (`/job/NAME/build?token=…`, `buildWithParameters`, `polling`), the
+/// Build Token Root plugin's `/buildByToken/…`, the Generic (and
+/// Multibranch) Webhook Trigger's `invoke` (its token may come in a
+/// `token` or `X-Gitlab-Token` header, or not at all), and the Git
+/// plugin's `notifyCommit` each start a build on a GET, and a build must
+/// never be started twice. Names are compared as Jetty would read them
+/// (percent-decoded) and without regard to case, erring towards not
+/// sending again.
 pub(crate) fn resendable<B: http_body::Body>(req: &Request<B>) -> bool {
+    const TRIGGERS: [&str; 8] = [
+        "build",
+        "buildwithparameters",
+        "polling",
+        "buildbytoken",
+        "generic-webhook-trigger",
+        "multibranch-webhook-trigger",
+        "invoke",
+        "notifycommit",
+    ];
+    let decoded = |text: &str| {
+        percent_encoding::percent_decode_str(text)
+            .decode_utf8_lossy()
+            .trim()
+            .to_ascii_lowercase()
+    };
     (req.method() == Method::GET || req.method() == Method::HEAD)
         && req.body().is_end_stream()
         && !req.uri().query().is_some_and(|query| {
-            query.split('&').any(|pair| {
-                let name = pair.split('=').next().unwrap_or_default();
-                percent_encoding::percent_decode_str(name)
-                    .decode_utf8_lossy()
-                    .trim()
-                    .eq_ignore_ascii_case("token")
-            })
+            query
+                .split('&')
+                .any(|pair| decoded(pair.split('=').next().unwrap_or_default()) == "token")
         })
+        && !req
+            .headers()
+            .keys()
+            .any(|name| name.as_str().contains("token"))
+        && !req
+            .uri()
+            .path()
+            .split(['/', ';'])
+            .any(|segment| TRIGGERS.contains(&decoded(segment).as_str()))
 }
 
 /// A copy of a request without a body, to send again.
@@ -542,12 +567,26 @@ mod tests {
                 "",
                 false,
             ),
+            (Method::GET, "/generic-webhook-trigger/invoke", "", false),
+            (Method::GET, "/job/a/%62uild", "", false),
+            (Method::GET, "/job/a/Polling", "", false),
+            (Method::GET, "/git/notifyCommit?url=x", "", false),
+            (Method::GET, "/job/build-tools/api/json", "", true),
         ] {
             assert_eq!(
                 resendable(&req(method.clone(), uri, body)),
                 again,
                 "{method} {uri} {body:?}"
             );
+        }
+        // A token in a header (the Generic Webhook Trigger reads `token`
+        // and `X-Gitlab-Token`).
+        for name in ["token", "x-gitlab-token"] {
+            let mut with_header = req(Method::GET, "/api/json", "");
+            with_header
+                .headers_mut()
+                .insert(name, "s3cret".parse().unwrap());
+            assert!(!resendable(&with_header), "{name}");
         }
         let mut original = req(Method::GET, "/api/json?x=1", "");
         original

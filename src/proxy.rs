@@ -410,8 +410,7 @@ async fn handle(
         _ => new_request_id(),
     };
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
-    let expect_continue = req.headers().contains_key(header::EXPECT);
-    let req = req.map(|b| body::ClientBody::new(b, shared.min_rate, expect_continue));
+    let req = req.map(|b| body::ClientBody::new(b, shared.min_rate));
     let mut note = CrumbNote::None;
     let result = forward(shared, &proxy.0.lane, &proxy.0.authority, req, &mut note).await;
     let elapsed_ms = started.elapsed().as_millis() as u64;

@@ -634,3 +634,63 @@ fn values_that_crashed_the_proxy_are_refused_before_it_starts() {
         }
     }
 }
+
+/// A GET that starts a build with its token in a header (the Generic
+/// Webhook Trigger reads `token` and `X-Gitlab-Token`; the double's own
+/// route stands in for its `invoke`), cut on a reused
+/// Jenkins connection after Jenkins received it, is not sent again: the
+/// client gets 502 `upstream-failed`, Jenkins saw it once. (Found by an
+/// attacker's review.)
+#[tokio::test]
+async fn a_get_with_a_token_header_is_never_sent_twice() {
+    let jenkins = jenkins().await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let kept = Http::new();
+    assert_eq!(
+        kept.get(&proxy.url("/api/json")).await.status,
+        StatusCode::OK
+    );
+    jenkins.cut_next_reused(1);
+    let reply = kept
+        .send(request(
+            Method::GET,
+            &proxy.url("/job/sample-job/api/json"),
+            &[("x-gitlab-token", "s3cret")],
+            Bytes::new(),
+        ))
+        .await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.header("x-crumb-proxy-error"), Some("upstream-failed"));
+    assert_eq!(
+        received(&jenkins, &Method::GET, "/job/sample-job/api/json"),
+        1,
+        "a GET with a token header reached Jenkins twice"
+    );
+    proxy.stop().await;
+    jenkins.finish().await;
+}
+
+/// A client that sends `Expect: 100-continue` and its body at once (RFC
+/// 9110 §10.1.1 allows it) to a refused endpoint gets its 403, not a
+/// reset: the unread body is discarded as any other. (Found by an
+/// attacker's review.)
+#[tokio::test]
+async fn an_expect_body_sent_at_once_to_a_refused_endpoint_gets_its_answer() {
+    let jenkins = jenkins().await;
+    let proxy = Proxy::start(&jenkins.root_url(), USER, Secret::Password(PASSWORD)).await;
+    let http = Http::new();
+    for round in 0..40 {
+        let refused = http
+            .try_send(request(
+                Method::POST,
+                &proxy.url("/scriptText"),
+                &[("expect", "100-continue")],
+                Bytes::from(vec![b'x'; 2 << 20]),
+            ))
+            .await
+            .unwrap_or_else(|e| panic!("round {round}: no answer: {e}"));
+        assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    }
+    proxy.stop().await;
+    jenkins.finish().await;
+}
