@@ -259,7 +259,13 @@ struct Connection {
     /// How clients reach the listener (the bound address, port 0 resolved),
     /// used for `Location` rewriting when a client sent no usable `Host`.
     authority: Arc<str>,
+    /// The WebSocket tunnel this connection became, if any: the connection
+    /// keeps its slot under `limits.max_connections` until it ends.
+    tunnel: TunnelSlot,
 }
+
+/// Where `forward` leaves the task of an upgraded connection's tunnel.
+type TunnelSlot = std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>;
 
 impl Proxy {
     pub(crate) fn new(
@@ -274,7 +280,17 @@ impl Proxy {
             activity,
             peer,
             authority,
+            tunnel: TunnelSlot::default(),
         }))
+    }
+
+    /// The tunnel this connection became, once hyper has handed it over.
+    pub(crate) fn take_tunnel(&self) -> Option<tokio::task::JoinHandle<()>> {
+        self.0
+            .tunnel
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     /// Whether this connection has a request in flight.
@@ -412,7 +428,15 @@ async fn handle(
     req.headers_mut().insert(REQUEST_ID, request_id.clone());
     let req = req.map(|b| body::ClientBody::new(b, shared.min_rate));
     let mut note = CrumbNote::None;
-    let result = forward(shared, &proxy.0.lane, &proxy.0.authority, req, &mut note).await;
+    let result = forward(
+        shared,
+        &proxy.0.lane,
+        &proxy.0.authority,
+        &proxy.0.tunnel,
+        req,
+        &mut note,
+    )
+    .await;
     let elapsed_ms = started.elapsed().as_millis() as u64;
     let id = request_id.to_str().unwrap_or_default();
     let mut resp = match result {
@@ -499,6 +523,7 @@ async fn forward(
     shared: &Shared,
     lane: &Lane,
     local_authority: &str,
+    tunnel_slot: &TunnelSlot,
     mut req: Request<body::ClientBody>,
     note: &mut CrumbNote,
 ) -> Result<Response<ProxyBody>, ProxyError> {
@@ -577,7 +602,10 @@ async fn forward(
             .await?;
         if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client) = client_upgrade {
-                tokio::spawn(tunnel(client, hyper::upgrade::on(&mut resp)));
+                let task = tokio::spawn(tunnel(client, hyper::upgrade::on(&mut resp)));
+                *tunnel_slot
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(task);
             }
         }
         resp.map(body::stream)

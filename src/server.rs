@@ -454,6 +454,11 @@ async fn serve_connection<I>(
     };
     let result = served.await;
     driving.park(proxy.upstream());
+    // A WebSocket tunnel keeps the connection's slot, busy, until it ends.
+    if let Some(tunnel) = proxy.take_tunnel() {
+        activity.begin(tokio::time::Instant::now());
+        let _ = tunnel.await;
+    }
     if let Err(e) = result {
         if crate::listener::is_too_slow(&e) {
             tracing::info!(%peer, error = %e, "client closed: it took the response too slowly");

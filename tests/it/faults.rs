@@ -694,3 +694,103 @@ async fn an_expect_body_sent_at_once_to_a_refused_endpoint_gets_its_answer() {
     proxy.stop().await;
     jenkins.finish().await;
 }
+
+/// A Jenkins stand-in that answers every request with a WebSocket upgrade
+/// and echoes what the tunnel carries.
+async fn upgrade_echo_upstream() -> std::net::SocketAddr {
+    use hyper::server::conn::http1;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let service = service_fn(|mut req: http::Request<hyper::body::Incoming>| {
+                    let on_upgrade = hyper::upgrade::on(&mut req);
+                    tokio::spawn(async move {
+                        if let Ok(upgraded) = on_upgrade.await {
+                            let mut io = TokioIo::new(upgraded);
+                            let mut buf = [0u8; 64];
+                            while let Ok(n) = io.read(&mut buf).await {
+                                if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    });
+                    async {
+                        Ok::<_, std::convert::Infallible>(
+                            http::Response::builder()
+                                .status(StatusCode::SWITCHING_PROTOCOLS)
+                                .header("connection", "upgrade")
+                                .header("upgrade", "websocket")
+                                .body(http_body_util::Empty::<Bytes>::new())
+                                .unwrap(),
+                        )
+                    }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .with_upgrades()
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+/// A WebSocket tunnel keeps its connection's slot under
+/// `limits.max_connections` (busy, not reclaimable) until it ends: with a
+/// cap of 1, a second upgrade waits until the first tunnel closes. (Found
+/// by an attacker's review: tunnels once escaped the cap.)
+#[tokio::test]
+async fn websocket_tunnels_count_against_max_connections() {
+    let upstream = upgrade_echo_upstream().await;
+    let extra = Extra {
+        tail: "[limits]\nmax_connections = 1".into(),
+        ..Extra::default()
+    };
+    let proxy = Proxy::start_with(
+        &format!("http://{upstream}/"),
+        USER,
+        Secret::Password(PASSWORD),
+        &extra,
+    )
+    .await;
+    let upgrade =
+        b"GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n";
+    let open = || async {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(upgrade).await.unwrap();
+        let mut head = [0u8; 12];
+        let answered =
+            tokio::time::timeout(Duration::from_millis(1500), stream.read_exact(&mut head))
+                .await
+                .is_ok();
+        (stream, answered.then_some(head))
+    };
+    let (mut first, head) = open().await;
+    assert_eq!(&head.unwrap(), b"HTTP/1.1 101");
+    let (second, head) = open().await;
+    assert!(head.is_none(), "a second tunnel with max_connections = 1");
+    drop(second);
+    // The first tunnel still works, then ends; the slot is free again.
+    let mut rest = vec![0u8; 256];
+    let _ = tokio::time::timeout(Duration::from_millis(300), first.read(&mut rest)).await;
+    first.write_all(b"ping").await.unwrap();
+    let mut echo = [0u8; 4];
+    first.read_exact(&mut echo).await.unwrap();
+    assert_eq!(&echo, b"ping");
+    drop(first);
+    let (third, head) = open().await;
+    assert_eq!(
+        &head.expect("served once the tunnel ended"),
+        b"HTTP/1.1 101"
+    );
+    drop(third);
+    proxy.stop().await;
+}
