@@ -489,11 +489,16 @@ pub(crate) fn resendable<B: http_body::Body>(req: &Request<B>) -> bool {
             .headers()
             .keys()
             .any(|name| name.as_str().contains("token"))
-        && !req
-            .uri()
-            .path()
-            .split(['/', ';'])
-            .any(|segment| TRIGGERS.contains(&decoded(segment).as_str()))
+        && !req.uri().path().split(['/', ';']).any(|segment| {
+            // Decoded (an allocation) only when it holds an escape.
+            if segment.contains('%') {
+                TRIGGERS.contains(&decoded(segment).as_str())
+            } else {
+                TRIGGERS
+                    .iter()
+                    .any(|t| segment.trim().eq_ignore_ascii_case(t))
+            }
+        })
 }
 
 /// A copy of a request without a body, to send again.
