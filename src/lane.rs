@@ -451,7 +451,7 @@ impl Lane {
 /// that then failed without an answer: a GET or HEAD (safe methods, RFC
 /// 9110 §9.2.1, so idempotent), without a body (one streamed from the
 /// client cannot be read twice), without a `token` query parameter or a
-/// header whose name holds `token`, and not to a path that triggers
+/// header whose name ends in `token` (`token`, `x-gitlab-token`), and not to a path that triggers
 /// builds. Jenkins acts on some GETs: a job's remote trigger
 /// (`/job/NAME/build?token=…`, `buildWithParameters`, `polling`), the
 /// Build Token Root plugin's `/buildByToken/…`, the Generic (and
@@ -488,7 +488,7 @@ pub(crate) fn resendable<B: http_body::Body>(req: &Request<B>) -> bool {
         && !req
             .headers()
             .keys()
-            .any(|name| name.as_str().contains("token"))
+            .any(|name| name.as_str().ends_with("token"))
         && !req.uri().path().split(['/', ';']).any(|segment| {
             // Decoded (an allocation) only when it holds an escape.
             if segment.contains('%') {
